@@ -1,0 +1,254 @@
+/* config.c — key = value parser driven by struct mf_cfg_key tables. Values are
+ * validated fully before the target field is written. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "fs.h"
+#include "mem.h"
+
+#define CFG_FIELD(obj, k, T) ((T *)((char *)(obj) + (k)->offset))
+
+void mf_strlist_push(struct mf_strlist *l, const char *s)
+{
+    l->v = mf_xreallocarray(l->v, l->n + 1, sizeof *l->v);
+    l->v[l->n++] = mf_xstrdup(s);
+}
+
+void mf_strlist_free(struct mf_strlist *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+enum mf_err mf_parse_size(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    if (!isdigit((unsigned char)*s))
+        return MF_ERR_PARSE;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return MF_ERR_PARSE;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'K':
+    case 'k':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return MF_ERR_PARSE;
+    }
+    if (*end && end[1] != '\0' && strcmp(end + 1, "iB") != 0 && strcmp(end + 1, "B") != 0)
+        return MF_ERR_PARSE;
+    if (shift && v > (UINT64_MAX >> shift))
+        return MF_ERR_PARSE;
+    *out = (uint64_t)v << shift;
+    return MF_OK;
+}
+
+static const struct mf_cfg_key *cfg__find(const struct mf_cfg_key *t, const char *key)
+{
+    for (; t->name; t++)
+        if (strcmp(t->name, key) == 0)
+            return t;
+    return NULL;
+}
+
+static bool cfg__in_range(const struct mf_cfg_key *k, double v)
+{
+    return !(k->min < k->max) || (v >= k->min && v <= k->max);
+}
+
+static enum mf_err cfg__bad(struct mf_diag *diag, const struct mf_cfg_key *k, const char *value,
+                            const char *expect)
+{
+    if (k->min < k->max)
+        return mf_diag_set(diag, MF_ERR_PARSE, NULL, "%s = '%s': expected %s in [%g, %g]", k->name,
+                           value, expect, k->min, k->max);
+    return mf_diag_set(diag, MF_ERR_PARSE, NULL, "%s = '%s': expected %s", k->name, value, expect);
+}
+
+enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, const char *key,
+                       const char *value, struct mf_diag *diag)
+{
+    const struct mf_cfg_key *k = cfg__find(table, key);
+    char *end = NULL;
+    if (!k)
+        return mf_diag_set(diag, MF_ERR_USAGE, NULL, "unknown key '%s'", key);
+    switch (k->type) {
+    case MF_CFG_STR:
+        free(*CFG_FIELD(obj, k, char *));
+        *CFG_FIELD(obj, k, char *) = mf_xstrdup(value);
+        return MF_OK;
+    case MF_CFG_INT: {
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end || !cfg__in_range(k, (double)v))
+            return cfg__bad(diag, k, value, "an integer");
+        *CFG_FIELD(obj, k, int64_t) = v;
+        return MF_OK;
+    }
+    case MF_CFG_DOUBLE: {
+        errno = 0;
+        double v = strtod(value, &end);
+        if (errno || end == value || *end || !isfinite(v) || !cfg__in_range(k, v))
+            return cfg__bad(diag, k, value, "a number");
+        *CFG_FIELD(obj, k, double) = v;
+        return MF_OK;
+    }
+    case MF_CFG_BOOL: {
+        static const char *const yes[] = {"true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
+        for (size_t i = 0; i < 4; i++) {
+            if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+                *CFG_FIELD(obj, k, bool) = strcasecmp(value, yes[i]) == 0;
+                return MF_OK;
+            }
+        }
+        return cfg__bad(diag, k, value, "true or false");
+    }
+    case MF_CFG_SIZE: {
+        uint64_t v;
+        if (mf_parse_size(value, &v) != MF_OK || !cfg__in_range(k, (double)v))
+            return cfg__bad(diag, k, value, "a size such as 512M");
+        *CFG_FIELD(obj, k, uint64_t) = v;
+        return MF_OK;
+    }
+    case MF_CFG_LIST: {
+        struct mf_strlist *l = CFG_FIELD(obj, k, struct mf_strlist);
+        const char *p = value;
+        while (*p) {
+            size_t n = strcspn(p, ",");
+            const char *a = p, *b = p + n;
+            while (a < b && isspace((unsigned char)*a))
+                a++;
+            while (b > a && isspace((unsigned char)b[-1]))
+                b--;
+            if (b > a) {
+                char *item = mf_xstrndup(a, (size_t)(b - a));
+                mf_strlist_push(l, item);
+                free(item);
+            }
+            p += n + (p[n] == ',');
+        }
+        return MF_OK;
+    }
+    }
+    return mf_diag_set(diag, MF_ERR_USAGE, NULL, "key '%s' has an unknown type", key);
+}
+
+void mf_cfg_defaults(const struct mf_cfg_key *table, void *obj)
+{
+    for (const struct mf_cfg_key *k = table; k->name; k++) {
+        switch (k->type) {
+        case MF_CFG_STR:
+            *CFG_FIELD(obj, k, char *) = NULL;
+            break;
+        case MF_CFG_INT:
+            *CFG_FIELD(obj, k, int64_t) = 0;
+            break;
+        case MF_CFG_DOUBLE:
+            *CFG_FIELD(obj, k, double) = 0;
+            break;
+        case MF_CFG_BOOL:
+            *CFG_FIELD(obj, k, bool) = false;
+            break;
+        case MF_CFG_SIZE:
+            *CFG_FIELD(obj, k, uint64_t) = 0;
+            break;
+        case MF_CFG_LIST:
+            *CFG_FIELD(obj, k, struct mf_strlist) = (struct mf_strlist){0};
+            break;
+        }
+        /* A default is parsed like any value, so a bad table fails loudly. */
+        if (k->def && mf_cfg_set(table, obj, k->name, k->def, NULL) != MF_OK) {
+            fprintf(stderr, "modelfleet: bad default for %s\n", k->name);
+            abort();
+        }
+    }
+}
+
+void mf_cfg_free(const struct mf_cfg_key *table, void *obj)
+{
+    for (const struct mf_cfg_key *k = table; k->name; k++) {
+        if (k->type == MF_CFG_STR) {
+            free(*CFG_FIELD(obj, k, char *));
+            *CFG_FIELD(obj, k, char *) = NULL;
+        } else if (k->type == MF_CFG_LIST) {
+            mf_strlist_free(CFG_FIELD(obj, k, struct mf_strlist));
+        }
+    }
+}
+
+static char *cfg__trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
+                        struct mf_diag *diag)
+{
+    struct mf_buf text;
+    enum mf_err err = mf_fs_read_file(path, 1u << 20, &text, diag);
+    if (err != MF_OK)
+        return err;
+    char *line;
+    int lineno = 0;
+    char where[MF_DIAG_WHERE];
+    char *p = (char *)text.data;
+    while (p && *p) {
+        char *nl = strchr(p, '\n');
+        if (nl)
+            *nl = '\0';
+        line = cfg__trim(p);
+        lineno++;
+        p = nl ? nl + 1 : NULL;
+        if (!*line || *line == '#')
+            continue;
+        snprintf(where, sizeof where, "%s:%d", path, lineno);
+        char *eq = strchr(line, '=');
+        if (!eq) {
+            err = mf_diag_set(diag, MF_ERR_PARSE, where, "expected 'key = value'");
+            goto out;
+        }
+        *eq = '\0';
+        char *key = cfg__trim(line), *value = cfg__trim(eq + 1);
+        err = mf_cfg_set(table, obj, key, value, diag);
+        if (err != MF_OK) {
+            mf_diag_prefix(diag, where);
+            goto out;
+        }
+    }
+out:
+    mf_buf_free(&text);
+    return err;
+}

@@ -1,0 +1,55 @@
+/* config.h — table-driven `key = value` files (one table per binary or file
+ * kind: key, type, default, range). Unknown keys are errors; `#` starts a
+ * comment line; values run to the end of the line, trimmed. The same table
+ * applies command-line overrides through mf_cfg_set(). */
+#ifndef MF_CONFIG_H
+#define MF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+enum mf_cfg_type {
+    MF_CFG_STR,    /* char *, owned */
+    MF_CFG_INT,    /* int64_t, within [min, max] */
+    MF_CFG_DOUBLE, /* double, within [min, max] */
+    MF_CFG_BOOL,   /* bool: true/false/yes/no/on/off/1/0 */
+    MF_CFG_SIZE,   /* uint64_t bytes: "512", "64K", "512M", "2G" (powers of 1024) */
+    MF_CFG_LIST,   /* struct mf_strlist: each occurrence appends; "a, b" splits on commas */
+};
+
+struct mf_strlist {
+    char **v; /* owned strings */
+    size_t n;
+};
+
+struct mf_cfg_key {
+    const char *name; /* NULL ends the table */
+    enum mf_cfg_type type;
+    size_t offset;   /* offsetof(struct ..., field) */
+    const char *def; /* default as text, or NULL for none/empty */
+    double min, max; /* range for INT/DOUBLE/SIZE when min < max */
+    const char *help;
+};
+
+void mf_strlist_push(struct mf_strlist *l, const char *s);
+void mf_strlist_free(struct mf_strlist *l);
+
+/* Sets every key of the table in obj to its default. */
+void mf_cfg_defaults(const struct mf_cfg_key *table, void *obj);
+/* Sets one key from text. MF_ERR_USAGE for an unknown key, MF_ERR_PARSE for a
+ * value of the wrong type or out of range; obj is unchanged on error. */
+MF_MUST_CHECK enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, const char *key,
+                                     const char *value, struct mf_diag *diag);
+/* Loads a file; diag->where is "path:line". At most 1 MiB. */
+MF_MUST_CHECK enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
+                                      struct mf_diag *diag);
+/* Frees the owned strings and lists of obj (not obj itself). */
+void mf_cfg_free(const struct mf_cfg_key *table, void *obj);
+
+/* Parses a size with optional K/M/G/T suffix. */
+MF_MUST_CHECK enum mf_err mf_parse_size(const char *s, uint64_t *out);
+
+#endif
