@@ -244,6 +244,9 @@ enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *p
         char *key = cfg__trim(line), *value = cfg__trim(eq + 1);
         err = mf_cfg_set(table, obj, key, value, diag);
         if (err != MF_OK) {
+            /* In a file an unknown key is a defect of the file, not of the command line. */
+            if (err == MF_ERR_USAGE)
+                err = diag ? (diag->err = MF_ERR_SCHEMA) : MF_ERR_SCHEMA;
             mf_diag_prefix(diag, where);
             goto out;
         }

@@ -43,7 +43,8 @@ void mf_cfg_defaults(const struct mf_cfg_key *table, void *obj);
  * value of the wrong type or out of range; obj is unchanged on error. */
 MF_MUST_CHECK enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, const char *key,
                                      const char *value, struct mf_diag *diag);
-/* Loads a file; diag->where is "path:line". At most 1 MiB. */
+/* Loads a file; diag->where is "path:line". At most 1 MiB. An unknown key is
+ * MF_ERR_SCHEMA here (a defect of the file). */
 MF_MUST_CHECK enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
                                       struct mf_diag *diag);
 /* Frees the owned strings and lists of obj (not obj itself). */

@@ -13,7 +13,7 @@
 #include "common/mem.h"
 
 /* Largest integer a JSON number holds exactly (2^53). */
-#define MANIFEST_INT_MAX 9007199254740992.0
+#define MANIFEST_INT_MAX ((json_int_t)1 << 53)
 
 bool mf_pkg_name_ok(const char *name)
 {
@@ -144,7 +144,7 @@ static enum mf_err mp__uint(struct mp *p, json_t *obj, const char *prefix, const
     if (!json_is_integer(v))
         return mp__type(p, path, v, "an integer");
     json_int_t i = json_integer_value(v);
-    if (i < 0 || (double)i > MANIFEST_INT_MAX)
+    if (i < 0 || i > MANIFEST_INT_MAX)
         return mf_diag_set(p->diag, MF_ERR_SCHEMA, path, "%lld is out of range", (long long)i);
     *out = (uint64_t)i;
     return MF_OK;

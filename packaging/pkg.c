@@ -165,11 +165,11 @@ static enum mf_err pkg__check_entry(struct archive_entry *e, const struct mf_man
         return mf_diag_set(diag, MF_ERR_UNSAFE_PATH, NULL, "an entry has no name");
     if (strcmp(name, "manifest.json") == 0 || strcmp(name, "manifest.sig") == 0)
         return mf_diag_set(diag, MF_ERR_DUPLICATE, name, "appears a second time");
-    if (mf_pkg_path_check(name, &why) != MF_OK)
-        return mf_diag_set(diag, MF_ERR_UNSAFE_PATH, name, "entry path %s", why);
     enum mf_err err = pkg__check_type(e, name, diag);
     if (err != MF_OK)
         return err;
+    if (mf_pkg_path_check(name, &why) != MF_OK)
+        return mf_diag_set(diag, MF_ERR_UNSAFE_PATH, name, "entry path %s", why);
     const struct mf_manifest_file *f = mf_manifest_find(m, name);
     if (!f)
         return mf_diag_set(diag, MF_ERR_UNLISTED, name, "is not listed in the manifest");

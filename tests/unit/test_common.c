@@ -1,0 +1,286 @@
+/* test_common.c — common/: errors, buffers, codecs, hashes, semver, time,
+ * config tables and file helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/encode.h"
+#include "common/err.h"
+#include "common/fs.h"
+#include "common/hash.h"
+#include "common/mem.h"
+#include "common/semver.h"
+
+static void test_err_names(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MF_ERR__COUNT; i++) {
+        assert_true(strlen(mf_strerror((enum mf_err)i)) > 0);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(mf_errname((enum mf_err)i), mf_errname((enum mf_err)j));
+    }
+    assert_string_equal(mf_strerror((enum mf_err)999), "unknown error");
+}
+
+static void test_diag(void **state)
+{
+    (void)state;
+    struct mf_diag d = {0};
+    char line[MF_DIAG_STR_MAX];
+    assert_int_equal(mf_diag_set(&d, MF_ERR_PARSE, "files[2]", "expected %s", "a string"),
+                     MF_ERR_PARSE);
+    mf_diag_prefix(&d, "manifest.json");
+    assert_string_equal(mf_diag_str(&d, line, sizeof line),
+                        "manifest.json: files[2]: expected a string");
+    assert_int_equal(mf_diag_set(NULL, MF_ERR_IO, NULL, "x"), MF_ERR_IO);
+}
+
+static void test_buf_cap(void **state)
+{
+    (void)state;
+    struct mf_buf b;
+    mf_buf_init(&b, 8);
+    assert_int_equal(mf_buf_append(&b, "12345", 5), MF_OK);
+    assert_int_equal(mf_buf_append(&b, "6789", 4), MF_ERR_TOO_LARGE);
+    assert_int_equal(b.len, 5);
+    assert_string_equal((char *)b.data, "12345");
+    assert_int_equal(mf_buf_printf(&b, "%d", 678), MF_OK);
+    assert_string_equal((char *)b.data, "12345678");
+    assert_int_equal(mf_buf_printf(&b, "x"), MF_ERR_TOO_LARGE);
+    mf_buf_free(&b);
+    mf_buf_init(&b, 4);
+    size_t n = 99;
+    uint8_t *p = mf_buf_steal(&b, &n);
+    assert_non_null(p);
+    assert_int_equal(n, 0);
+    free(p);
+}
+
+static void test_codecs(void **state)
+{
+    (void)state;
+    const uint8_t bin[] = {0x00, 0xff, 0x10, 0xab};
+    char hex[9], b64[16];
+    uint8_t back[4];
+    size_t n;
+    mf_hex_encode(hex, bin, 4);
+    assert_string_equal(hex, "00ff10ab");
+    assert_int_equal(mf_hex_decode(back, 4, hex), MF_OK);
+    assert_memory_equal(back, bin, 4);
+    assert_int_equal(mf_hex_decode(back, 4, "00ff10a"), MF_ERR_PARSE);
+    assert_int_equal(mf_hex_decode(back, 4, "00ff10ag"), MF_ERR_PARSE);
+    assert_int_equal(mf_hex_decode(back, 4, "00ff10ab00"), MF_ERR_PARSE);
+    mf_base64_encode(b64, sizeof b64, bin, 4);
+    assert_string_equal(b64, "AP8Qqw==");
+    assert_int_equal(mf_base64_decode(back, sizeof back, &n, b64), MF_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(back, bin, 4);
+    assert_int_equal(mf_base64_decode(back, sizeof back, &n, "AP8Q qw=="), MF_ERR_PARSE);
+    assert_int_equal(mf_base64_decode(back, sizeof back, &n, "AP8Qqw==x"), MF_ERR_PARSE);
+}
+
+static void test_hash_vector(void **state)
+{
+    (void)state;
+    uint8_t h[MF_HASH_BYTES];
+    char hex[MF_HASH_HEX];
+    struct mf_hash st;
+    mf_hash_bytes(h, "abc", 3);
+    mf_hex_encode(hex, h, sizeof h);
+    /* BLAKE2b-256("abc"), RFC 7693 parameters with a 32-byte digest. */
+    assert_string_equal(hex, "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319");
+    mf_hash_init(&st);
+    mf_hash_update(&st, "a", 1);
+    mf_hash_update(&st, "bc", 2);
+    uint8_t h2[MF_HASH_BYTES];
+    mf_hash_final(&st, h2);
+    assert_memory_equal(h, h2, sizeof h);
+}
+
+static void test_semver(void **state)
+{
+    (void)state;
+    static const char *const ordered[] = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
+                                          "1.0.0-beta",  "1.0.0-beta.2",  "1.0.0-beta.11",
+                                          "1.0.0-rc.1",  "1.0.0",         "1.9.0",
+                                          "1.10.0",      "2.0.0"};
+    struct mf_semver a, b;
+    for (size_t i = 0; i + 1 < sizeof ordered / sizeof ordered[0]; i++) {
+        assert_int_equal(mf_semver_parse(ordered[i], &a, NULL), MF_OK);
+        assert_int_equal(mf_semver_parse(ordered[i + 1], &b, NULL), MF_OK);
+        assert_true(mf_semver_cmp(&a, &b) < 0);
+        assert_true(mf_semver_cmp(&b, &a) > 0);
+        assert_int_equal(mf_semver_cmp(&a, &a), 0);
+    }
+    assert_int_equal(mf_semver_parse("1.2.3+build.7", &a, NULL), MF_OK);
+    assert_int_equal(mf_semver_parse("1.2.3+other", &b, NULL), MF_OK);
+    assert_int_equal(mf_semver_cmp(&a, &b), 0);
+    static const char *const bad[] = {"1.2",    "01.2.3", "1.2.3-", "1.2.3-01", "1.2.3.4",
+                                      "v1.2.3", "1.2.x",  "1..3",   "",         "1.2.3-a..b",
+                                      "1.2.3+", " 1.2.3", "1.2.3 ", "1.2.3-ä"};
+    struct mf_diag d;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (mf_semver_parse(bad[i], &a, &d) != MF_ERR_PARSE)
+            fail_msg("'%s' parsed as a semantic version", bad[i]);
+    }
+    assert_non_null(strstr(d.what, "is not a semantic version"));
+}
+
+static void test_time(void **state)
+{
+    (void)state;
+    int64_t t;
+    char s[MF_RFC3339_LEN];
+    assert_int_equal(mf_time_parse("1970-01-01T00:00:00Z", &t), MF_OK);
+    assert_int_equal(t, 0);
+    assert_int_equal(mf_time_parse("2024-02-29T12:34:56Z", &t), MF_OK);
+    assert_int_equal(t, 1709210096);
+    mf_time_format(t, s);
+    assert_string_equal(s, "2024-02-29T12:34:56Z");
+    static const char *const bad[] = {"2023-02-29T00:00:00Z", "2026-13-01T00:00:00Z",
+                                      "2026-04-31T00:00:00Z", "2026-01-01 00:00:00Z",
+                                      "2026-01-01T00:00:00",  "2026-01-01T00:00:00+01:00",
+                                      "2026-1-01T00:00:00Z",  "2026-01-01T24:00:00Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (mf_time_parse(bad[i], &t) != MF_ERR_PARSE)
+            fail_msg("'%s' parsed as a time", bad[i]);
+}
+
+struct cfg_test {
+    char *name;
+    int64_t count;
+    double ratio;
+    bool on;
+    uint64_t budget;
+    struct mf_strlist tags;
+};
+
+#define CO(f) offsetof(struct cfg_test, f)
+static const struct mf_cfg_key cfg_keys[] = {
+    {"name", MF_CFG_STR, CO(name), "default", 0, 0, ""},
+    {"count", MF_CFG_INT, CO(count), "3", 1, 10, ""},
+    {"ratio", MF_CFG_DOUBLE, CO(ratio), NULL, 0, 1, ""},
+    {"on", MF_CFG_BOOL, CO(on), "false", 0, 0, ""},
+    {"budget", MF_CFG_SIZE, CO(budget), "1M", 0, 0, ""},
+    {"tag", MF_CFG_LIST, CO(tags), NULL, 0, 0, ""},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
+
+static char *write_temp(const char *text)
+{
+    char *path = mf_xstrdup("/tmp/mf-cfg-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(mf_fs_write_all(fd, text, strlen(text)), MF_OK);
+    close(fd);
+    return path;
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    struct cfg_test c;
+    struct mf_diag d = {0};
+    mf_cfg_defaults(cfg_keys, &c);
+    assert_string_equal(c.name, "default");
+    assert_int_equal(c.count, 3);
+    assert_int_equal(c.budget, 1 << 20);
+    char *path = write_temp("# comment\n\nname = edge # not a comment\ncount=7\non = yes\n"
+                            "budget = 2G\ntag = a, b\ntag = c\nratio = 0.25\n");
+    assert_int_equal(mf_cfg_load(cfg_keys, &c, path, &d), MF_OK);
+    assert_string_equal(c.name, "edge # not a comment");
+    assert_int_equal(c.count, 7);
+    assert_true(c.on);
+    assert_int_equal(c.budget, 2ull << 30);
+    assert_int_equal(c.tags.n, 3);
+    assert_string_equal(c.tags.v[2], "c");
+    assert_true(c.ratio == 0.25);
+    unlink(path);
+    free(path);
+
+    path = write_temp("name = x\n\ncolour = blue\n");
+    assert_int_equal(mf_cfg_load(cfg_keys, &c, path, &d), MF_ERR_SCHEMA);
+    assert_non_null(strstr(d.where, ":3"));
+    assert_string_equal(d.what, "unknown key 'colour'");
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "colour", "x", &d), MF_ERR_USAGE);
+    unlink(path);
+    free(path);
+
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "count", "11", &d), MF_ERR_PARSE);
+    assert_non_null(strstr(d.what, "in [1, 10]"));
+    assert_int_equal(c.count, 7); /* unchanged on error */
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "count", "5x", &d), MF_ERR_PARSE);
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "on", "maybe", &d), MF_ERR_PARSE);
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "budget", "12Q", &d), MF_ERR_PARSE);
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "ratio", "nan", &d), MF_ERR_PARSE);
+    path = write_temp("just words\n");
+    assert_int_equal(mf_cfg_load(cfg_keys, &c, path, &d), MF_ERR_PARSE);
+    assert_string_equal(d.what, "expected 'key = value'");
+    unlink(path);
+    free(path);
+    mf_cfg_free(cfg_keys, &c);
+}
+
+static void test_fs(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mf-fs-XXXXXX";
+    struct mf_diag d;
+    struct mf_buf b;
+    assert_non_null(mkdtemp(dir));
+    char *f = mf_xasprintf("%s/file", dir);
+    assert_int_equal(mf_fs_write_file(f, "hello", 5, 0600, &d), MF_OK);
+    struct stat st;
+    assert_int_equal(stat(f, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(mf_fs_read_file(f, 5, &b, &d), MF_OK);
+    assert_string_equal((char *)b.data, "hello");
+    mf_buf_free(&b);
+    assert_int_equal(mf_fs_read_file(f, 4, &b, &d), MF_ERR_TOO_LARGE);
+
+    /* rmtree removes a symlink, never what it points to. */
+    char *outside = mf_xstrdup("/tmp/mf-fs-outside-XXXXXX");
+    int fd = mkstemp(outside);
+    close(fd);
+    char *sub = mf_xasprintf("%s/sub", dir);
+    char *link = mf_xasprintf("%s/sub/link", dir);
+    char *dlink = mf_xasprintf("%s/dirlink", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(symlink(outside, link), 0);
+    assert_int_equal(symlink("/tmp", dlink), 0);
+    assert_int_equal(mf_fs_rmtree(dir), MF_OK);
+    assert_int_equal(access(outside, F_OK), 0);
+    assert_int_equal(access("/tmp", F_OK), 0);
+    assert_int_not_equal(access(dir, F_OK), 0);
+    assert_int_equal(mf_fs_rmtree(dir), MF_OK); /* missing is fine */
+    unlink(outside);
+    free(outside);
+    free(sub);
+    free(link);
+    free(dlink);
+    free(f);
+}
+
+int main(void)
+{
+    mf_crypto_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_names),   cmocka_unit_test(test_diag),
+        cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_codecs),
+        cmocka_unit_test(test_hash_vector), cmocka_unit_test(test_semver),
+        cmocka_unit_test(test_time),        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_fs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
