@@ -191,7 +191,7 @@ static int pack__run(struct pack_opts *o)
     in.key = o->key ? &key : NULL;
     enum mf_err err = mf_pkg_pack(&in, o->out, &m, &diag);
     if (o->key)
-        sodium_memzero(&key, sizeof key);
+        sodium_memzero(key.sk, sizeof key.sk);
     if (err != MF_OK) {
         rc = mf_cli_fail("pack", &diag);
         goto out;

@@ -61,7 +61,8 @@ meta = quantization=int8
 created = 2026-02-01T00:00:00Z
 SPEC
 (cd / && "$MF" pack --spec "$T/spec/digits.spec" --version 1.1.1 --zstd --key "$T/pub.key" \
-    --out "$T/spec.mfpkg" >/dev/null) || bad "pack --spec"
+    --out "$T/spec.mfpkg" >"$T/packed") || bad "pack --spec"
+check "pack --key says who signed" grep -q "signed by $id\$" "$T/packed"
 "$MF" inspect --json "$T/spec.mfpkg" >"$T/spec.json" || bad "inspect --json"
 check "spec + override" /usr/bin/python3 - "$T/spec.json" "$id" <<'PY'
 import json, sys
