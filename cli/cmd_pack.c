@@ -33,14 +33,14 @@ static const struct mf_cfg_key pack_keys[] = {
     {"model", MF_CFG_STR, PO(model), NULL, 0, 0, "model file (stored as model/<basename>)"},
     {"eval-inputs", MF_CFG_STR, PO(eval_inputs), NULL, 0, 0, "evaluation inputs .npy"},
     {"eval-labels", MF_CFG_STR, PO(eval_labels), NULL, 0, 0, "evaluation labels .npy"},
-    {"file", MF_CFG_LIST, PO(files), NULL, 0, 0, "extra file PKGPATH=SOURCE (repeatable)"},
+    {"file", MF_CFG_MULTI, PO(files), NULL, 0, 0, "extra file PKGPATH=SOURCE (repeatable)"},
     {"min-accuracy", MF_CFG_DOUBLE, PO(min_accuracy), NULL, 0, 1, "accuracy floor, 0..1"},
     {"max-accuracy-drop", MF_CFG_DOUBLE, PO(max_drop), "0.01", 0, 1,
      "largest accuracy drop vs the incumbent"},
     {"latency-p99-ms", MF_CFG_DOUBLE, PO(latency_p99_ms), NULL, 0, 3.6e6, "p99 latency budget"},
     {"memory", MF_CFG_SIZE, PO(memory), NULL, 0, 0, "peak memory budget, e.g. 256M"},
     {"min-agent-version", MF_CFG_STR, PO(min_agent), "0.1.0", 0, 0, "oldest agent allowed"},
-    {"meta", MF_CFG_LIST, PO(meta), NULL, 0, 0, "metadata KEY=VALUE (repeatable)"},
+    {"meta", MF_CFG_MULTI, PO(meta), NULL, 0, 0, "metadata KEY=VALUE (repeatable)"},
     {"created", MF_CFG_STR, PO(created), NULL, 0, 0, "creation time, RFC 3339 UTC"},
     {"zstd", MF_CFG_BOOL, PO(zstd), "false", 0, 0, "compress with zstd"},
     {"key", MF_CFG_STR, PO(key), NULL, 0, 0, "secret key to sign with"},
@@ -150,9 +150,12 @@ static int pack__run(struct pack_opts *o)
             goto out;
         }
         *eq = '\0';
-        json_object_set_new(meta, o->meta.v[i], json_string(eq + 1));
+        if (json_object_set_new(meta, o->meta.v[i], json_string(eq + 1)) != 0) {
+            rc = mf_cli_usage_error("pack", "--meta '%s': not valid UTF-8", o->meta.v[i]);
+            goto out;
+        }
     }
-    in.created = -1;
+    in.created = MF_PACK_CREATED_UNSET;
     if (o->created && mf_time_parse(o->created, &in.created) != MF_OK) {
         rc = mf_cli_usage_error("pack", "--created '%s': expected e.g. 2026-01-31T12:00:00Z",
                                 o->created);
@@ -262,7 +265,7 @@ int mf_cli_pack(int argc, char **argv)
             const struct mf_cfg_key *k = &pack_keys[c - 1000];
             key = k->name;
             val = optarg ? optarg : (k->type == MF_CFG_BOOL ? "true" : "");
-            if (k->type == MF_CFG_LIST && !cleared[c - 1000]) {
+            if ((k->type == MF_CFG_LIST || k->type == MF_CFG_MULTI) && !cleared[c - 1000]) {
                 mf_strlist_free((struct mf_strlist *)((char *)&o + k->offset));
                 cleared[c - 1000] = true;
             }

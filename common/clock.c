@@ -54,7 +54,8 @@ enum mf_err mf_time_parse(const char *s, int64_t *out)
         if (digit == sep)
             return MF_ERR_PARSE;
     }
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
+        sec > 59)
         return MF_ERR_PARSE;
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (mo == 2 && d == 29 && !leap)

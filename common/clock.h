@@ -12,7 +12,8 @@
 int64_t mf_clock_now(void);     /* seconds since the epoch */
 int64_t mf_clock_mono_ns(void); /* monotonic nanoseconds */
 void mf_time_format(int64_t t, char out[MF_RFC3339_LEN]);
-/* Accepts exactly "YYYY-MM-DDTHH:MM:SSZ". */
+/* Accepts exactly "YYYY-MM-DDTHH:MM:SSZ", from 1970 on, no leap second (so
+ * formatting the result gives the same text back). */
 MF_MUST_CHECK enum mf_err mf_time_parse(const char *s, int64_t *out);
 
 #endif

@@ -138,6 +138,9 @@ enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, const char *ke
         *CFG_FIELD(obj, k, uint64_t) = v;
         return MF_OK;
     }
+    case MF_CFG_MULTI:
+        mf_strlist_push(CFG_FIELD(obj, k, struct mf_strlist), value);
+        return MF_OK;
     case MF_CFG_LIST: {
         struct mf_strlist *l = CFG_FIELD(obj, k, struct mf_strlist);
         const char *p = value;
@@ -181,6 +184,7 @@ void mf_cfg_defaults(const struct mf_cfg_key *table, void *obj)
             *CFG_FIELD(obj, k, uint64_t) = 0;
             break;
         case MF_CFG_LIST:
+        case MF_CFG_MULTI:
             *CFG_FIELD(obj, k, struct mf_strlist) = (struct mf_strlist){0};
             break;
         }
@@ -198,7 +202,7 @@ void mf_cfg_free(const struct mf_cfg_key *table, void *obj)
         if (k->type == MF_CFG_STR) {
             free(*CFG_FIELD(obj, k, char *));
             *CFG_FIELD(obj, k, char *) = NULL;
-        } else if (k->type == MF_CFG_LIST) {
+        } else if (k->type == MF_CFG_LIST || k->type == MF_CFG_MULTI) {
             mf_strlist_free(CFG_FIELD(obj, k, struct mf_strlist));
         }
     }

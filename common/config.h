@@ -18,6 +18,7 @@ enum mf_cfg_type {
     MF_CFG_BOOL,   /* bool: true/false/yes/no/on/off/1/0 */
     MF_CFG_SIZE,   /* uint64_t bytes: "512", "64K", "512M", "2G" (powers of 1024) */
     MF_CFG_LIST,   /* struct mf_strlist: each occurrence appends; "a, b" splits on commas */
+    MF_CFG_MULTI,  /* struct mf_strlist: each occurrence appends the whole value */
 };
 
 struct mf_strlist {

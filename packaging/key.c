@@ -110,11 +110,18 @@ enum mf_err mf_key_secret_parse(const char *text, struct mf_key_secret *out, str
     enum mf_err err = key__parse(text, KEY_SECRET_MAGIC, "secret-key", k.sk, sizeof k.sk, id, diag);
     if (err != MF_OK)
         return err;
-    /* Re-derive the public half from the seed: a corrupted file cannot pass. */
-    uint8_t seed[crypto_sign_SEEDBYTES];
+    /* Re-derive the public half from the seed; the stored half and the id
+     * must both match it. */
+    uint8_t seed[crypto_sign_SEEDBYTES], stored[crypto_sign_PUBLICKEYBYTES];
+    crypto_sign_ed25519_sk_to_pk(stored, k.sk);
     crypto_sign_ed25519_sk_to_seed(seed, k.sk);
     mf_key_from_seed(&k, seed);
     sodium_memzero(seed, sizeof seed);
+    if (sodium_memcmp(stored, k.pub.pk, sizeof stored) != 0) {
+        sodium_memzero(&k, sizeof k);
+        return mf_diag_set(diag, MF_ERR_KEY, NULL,
+                           "the public half of the secret key does not match its seed");
+    }
     if (strcmp(id, k.pub.id) != 0) {
         sodium_memzero(&k, sizeof k);
         return mf_diag_set(diag, MF_ERR_KEY, NULL, "key-id %s does not match the key (%s)", id,
@@ -187,6 +194,12 @@ static enum mf_err key__load(const char *path, struct mf_buf *text, struct mf_di
 enum mf_err mf_key_secret_load(const char *path, struct mf_key_secret *out, struct mf_diag *diag)
 {
     struct mf_buf text;
+    struct stat st;
+    /* Like ssh: a secret key others can read is refused, not used. */
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        return mf_diag_set(diag, MF_ERR_KEY, path,
+                           "secret key is accessible by others (mode %04o); run chmod 600",
+                           (unsigned)(st.st_mode & 07777));
     enum mf_err err = key__load(path, &text, diag);
     if (err != MF_OK)
         return err;

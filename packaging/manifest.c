@@ -125,10 +125,7 @@ static enum mf_err mp__str(struct mp *p, json_t *obj, const char *prefix, const 
     json_t *v = json_object_get(obj, key);
     if (!json_is_string(v))
         return mp__type(p, path, v, "a string");
-    const char *s = json_string_value(v);
-    if (strlen(s) != json_string_length(v))
-        return mf_diag_set(p->diag, MF_ERR_SCHEMA, path, "contains a NUL character");
-    *out = mf_xstrdup(s);
+    *out = mf_xstrdup(json_string_value(v)); /* jansson refuses \u0000 without JSON_ALLOW_NUL */
     return MF_OK;
 }
 
@@ -186,16 +183,31 @@ static enum mf_err mp__name(struct mp *p, const char *path, const char *s)
     return MF_OK;
 }
 
+/* A decimal number without sign, spaces or leading zeros, at most 9 digits. */
+static bool mp__decimal(const char **p, unsigned *out)
+{
+    const char *s = *p;
+    unsigned v = 0;
+    int n = 0;
+    if (!isdigit((unsigned char)*s) || (s[0] == '0' && isdigit((unsigned char)s[1])))
+        return false;
+    for (; isdigit((unsigned char)*s) && n < 9; s++, n++)
+        v = v * 10 + (unsigned)(*s - '0');
+    if (isdigit((unsigned char)*s))
+        return false;
+    *p = s;
+    *out = v;
+    return true;
+}
+
 static enum mf_err mp__format(struct mp *p, json_t *root, struct mf_manifest *m)
 {
     json_t *v = json_object_get(root, "format_version");
     unsigned major, minor;
-    int n = 0;
     if (!json_is_string(v))
         return mp__type(p, "format_version", v, "a string such as \"1.0\"");
-    const char *s = json_string_value(v);
-    if (sscanf(s, "%u.%u%n", &major, &minor, &n) != 2 || (size_t)n != strlen(s) ||
-        !isdigit((unsigned char)s[0]))
+    const char *s = json_string_value(v), *c = s;
+    if (!mp__decimal(&c, &major) || *c++ != '.' || !mp__decimal(&c, &minor) || *c)
         return mf_diag_set(p->diag, MF_ERR_SCHEMA, "format_version", "'%s' is not MAJOR.MINOR", s);
     if (major != MF_MANIFEST_MAJOR)
         return mf_diag_set(p->diag, MF_ERR_VERSION, "format_version",
@@ -245,7 +257,9 @@ static enum mf_err mp__files(struct mp *p, json_t *root, struct mf_manifest *m)
             (err = mp__uint(p, f, prefix, "size", false, &mf->size)) != MF_OK ||
             (err = mp__str(p, f, prefix, "blake2b", &hex)) != MF_OK)
             return err;
-        err = mf_hex_decode(mf->hash, sizeof mf->hash, hex);
+        err = strspn(hex, "0123456789abcdef") == strlen(hex)
+                  ? mf_hex_decode(mf->hash, sizeof mf->hash, hex)
+                  : MF_ERR_PARSE;
         free(hex);
         if (err != MF_OK)
             return mf_diag_set(p->diag, MF_ERR_SCHEMA, prefix,
@@ -258,6 +272,19 @@ static enum mf_err mp__files(struct mp *p, json_t *root, struct mf_manifest *m)
         if (strcmp(m->files[i - 1].path, m->files[i].path) == 0)
             return mf_diag_set(p->diag, MF_ERR_DUPLICATE, "files", "lists '%s' twice",
                                m->files[i].path);
+    /* No file may also be a directory of another ("a" and "a/b"). */
+    for (size_t i = 0; i < m->n_files; i++) {
+        char dir[MF_PATH_MAX + 1];
+        const char *path = m->files[i].path;
+        for (const char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
+            memcpy(dir, path, (size_t)(slash - path));
+            dir[slash - path] = '\0';
+            if (mf_manifest_find(m, dir))
+                return mf_diag_set(p->diag, MF_ERR_UNSAFE_PATH, "files",
+                                   "'%s' is listed as a file and is also a directory of '%s'", dir,
+                                   path);
+        }
+    }
     return MF_OK;
 }
 
@@ -319,6 +346,10 @@ static enum mf_err mp__manifest(struct mp *p, json_t *root, struct mf_manifest *
             return mp__type(p, path, h, "a string");
         if ((err = mp__name(p, path, json_string_value(h))))
             return err;
+        for (size_t j = 0; j < m->hardware.n; j++)
+            if (strcmp(m->hardware.v[j], json_string_value(h)) == 0)
+                return mf_diag_set(p->diag, MF_ERR_DUPLICATE, "variant.hardware",
+                                   "names '%s' twice", json_string_value(h));
         mf_strlist_push(&m->hardware, json_string_value(h));
     }
     if ((err = mp__str(p, variant, "variant.", "runtime", &m->runtime)) ||

@@ -53,7 +53,14 @@ static enum mf_err pack__eval_n(const struct mf_pack_input *in, uint64_t *n, str
     return MF_OK;
 }
 
-/* Builds the manifest: hashes each source, records the newest mtime. */
+static int pack__file_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct mf_manifest_file *)a)->path,
+                  ((const struct mf_manifest_file *)b)->path);
+}
+
+/* Builds the manifest (files sorted by path, as in the archive): hashes each
+ * source, records the newest mtime. */
 static enum mf_err pack__manifest(const struct mf_pack_input *in, struct mf_manifest **out,
                                   struct mf_diag *diag)
 {
@@ -96,7 +103,8 @@ static enum mf_err pack__manifest(const struct mf_pack_input *in, struct mf_mani
         if ((err = mf_hash_file(in->files[i].source, f->hash, &f->size, diag)) != MF_OK)
             goto out;
     }
-    m->created = in->created >= 0 ? in->created : newest;
+    qsort(m->files, m->n_files, sizeof *m->files, pack__file_cmp);
+    m->created = in->created != MF_PACK_CREATED_UNSET ? in->created : newest;
     if (in->n_files && (err = pack__eval_n(in, &m->eval.n, diag)) != MF_OK)
         goto out;
 out:

@@ -14,6 +14,8 @@
 #include "packaging/key.h"
 #include "packaging/manifest.h"
 
+#define MF_PACK_CREATED_UNSET INT64_MIN
+
 struct mf_pack_file {
     const char *path;   /* path inside the package, e.g. "model/net.onnx" */
     const char *source; /* file on disk */
@@ -26,7 +28,7 @@ struct mf_pack_input {
     const char *eval_inputs; /* package paths of the evaluation .npy files */
     const char *eval_labels;
     const char *metric; /* NULL = "top1" */
-    int64_t created;    /* < 0: newest mtime among the source files */
+    int64_t created;    /* MF_PACK_CREATED_UNSET: newest mtime among the sources */
     double min_accuracy, max_accuracy_drop;
     double latency_p99_ms; /* 0 = none */
     uint64_t memory_bytes; /* 0 = none */

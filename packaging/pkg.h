@@ -24,7 +24,7 @@
 
 struct mf_pkg_opts {
     uint64_t disk_budget; /* refuse when the declared sizes exceed it; 0 = no limit */
-    size_t manifest_max;  /* cap on manifest.json; 0 = MF_MANIFEST_MAX */
+    size_t manifest_max;  /* cap on manifest.json, at most MF_MANIFEST_MAX; 0 = that */
     bool fsync;           /* extract: fsync files and directories before returning */
 };
 

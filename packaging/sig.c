@@ -32,6 +32,9 @@ enum mf_err mf_sigset_parse(const uint8_t *text, size_t len, struct mf_sigset *o
         memcpy(line, p, n);
         line[n] = '\0';
         p += n + (nl != NULL);
+        if (n && line[n - 1] == '\r')
+            return mf_diag_set(diag, MF_ERR_PARSE, "manifest.sig",
+                               "line %d ends with a carriage return (use LF line endings)", lineno);
         if (lineno == 1) {
             if (strcmp(line, MF_SIG_MAGIC) == 0)
                 continue;

@@ -4,11 +4,11 @@
 
 MF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Build tools and libraries; python3-nacl is for the independent-packer
+# Build tools and libraries; python3-cryptography (Ed25519) is for the independent-packer
 # conformance test (tests/compat).
 MF_PACKAGES=(build-essential cmake pkg-config git ca-certificates tar zstd
              libsodium-dev libarchive-dev libjansson-dev libcmocka-dev libzstd-dev
-             python3 python3-nacl)
+             python3 python3-cryptography)
 
 mf_install_deps() {
     local missing=() p

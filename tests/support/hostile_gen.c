@@ -19,6 +19,13 @@ int main(int argc, char **argv)
     }
     struct hostile_ctx c;
     mkdir(argv[1], 0755);
+    /* The absolute-path case points into DIR, so DIR must be absolute. */
+    char *dir = realpath(argv[1], NULL);
+    if (!dir) {
+        perror(argv[1]);
+        return 1;
+    }
+    argv[1] = dir;
     for (size_t i = 0; i <= hostile_ncases; i++) {
         const char *name = i < hostile_ncases ? hostile_cases[i].name : "valid";
         char *path = mf_xasprintf("%s/%s.mfpkg", argv[1], name);
@@ -37,5 +44,6 @@ int main(int argc, char **argv)
     printf("wrote %zu packages and trusted.pub to %s\n", hostile_ncases + 1, argv[1]);
     free(pub);
     free(pubpath);
+    free(dir);
     return 0;
 }

@@ -151,7 +151,8 @@ static void test_time(void **state)
     static const char *const bad[] = {"2023-02-29T00:00:00Z", "2026-13-01T00:00:00Z",
                                       "2026-04-31T00:00:00Z", "2026-01-01 00:00:00Z",
                                       "2026-01-01T00:00:00",  "2026-01-01T00:00:00+01:00",
-                                      "2026-1-01T00:00:00Z",  "2026-01-01T24:00:00Z"};
+                                      "2026-1-01T00:00:00Z",  "2026-01-01T24:00:00Z",
+                                      "2026-01-01T23:59:60Z", "1969-12-31T23:59:59Z"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (mf_time_parse(bad[i], &t) != MF_ERR_PARSE)
             fail_msg("'%s' parsed as a time", bad[i]);
@@ -164,6 +165,7 @@ struct cfg_test {
     bool on;
     uint64_t budget;
     struct mf_strlist tags;
+    struct mf_strlist notes;
 };
 
 #define CO(f) offsetof(struct cfg_test, f)
@@ -174,6 +176,7 @@ static const struct mf_cfg_key cfg_keys[] = {
     {"on", MF_CFG_BOOL, CO(on), "false", 0, 0, ""},
     {"budget", MF_CFG_SIZE, CO(budget), "1M", 0, 0, ""},
     {"tag", MF_CFG_LIST, CO(tags), NULL, 0, 0, ""},
+    {"note", MF_CFG_MULTI, CO(notes), NULL, 0, 0, ""},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
@@ -197,7 +200,8 @@ static void test_config(void **state)
     assert_int_equal(c.count, 3);
     assert_int_equal(c.budget, 1 << 20);
     char *path = write_temp("# comment\n\nname = edge # not a comment\ncount=7\non = yes\n"
-                            "budget = 2G\ntag = a, b\ntag = c\nratio = 0.25\n");
+                            "budget = 2G\ntag = a, b\ntag = c\nratio = 0.25\n"
+                            "note = one, two\nnote = three\n");
     assert_int_equal(mf_cfg_load(cfg_keys, &c, path, &d), MF_OK);
     assert_string_equal(c.name, "edge # not a comment");
     assert_int_equal(c.count, 7);
@@ -206,6 +210,8 @@ static void test_config(void **state)
     assert_int_equal(c.tags.n, 3);
     assert_string_equal(c.tags.v[2], "c");
     assert_true(c.ratio == 0.25);
+    assert_int_equal(c.notes.n, 2); /* MULTI keeps commas */
+    assert_string_equal(c.notes.v[0], "one, two");
     unlink(path);
     free(path);
 

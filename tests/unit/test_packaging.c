@@ -99,6 +99,20 @@ static void test_key_files(void **state)
     assert_string_equal(k2.pub.id, p.id);
     /* Never overwrites an existing secret key. */
     assert_int_equal(mf_key_write_pair(&k, prefix, &d), MF_ERR_EXISTS);
+    /* A secret key others can read is refused. */
+    assert_int_equal(chmod(skp, 0644), 0);
+    assert_int_equal(mf_key_secret_load(skp, &k2, &d), MF_ERR_KEY);
+    assert_non_null(strstr(d.what, "accessible by others (mode 0644)"));
+    /* A secret key whose stored public half was altered is refused. */
+    char *text = mf_key_secret_format(&k);
+    struct mf_key_secret k3 = k;
+    k3.sk[40] ^= 1;
+    char *bad = mf_key_secret_format(&k3);
+    assert_int_equal(mf_key_secret_parse(bad, &k2, &d), MF_ERR_KEY);
+    assert_non_null(strstr(d.what, "public half"));
+    assert_int_equal(mf_key_secret_parse(text, &k2, &d), MF_OK);
+    free(text);
+    free(bad);
     free(prefix);
     free(skp);
     free(pkp);
@@ -154,6 +168,9 @@ static void test_sigset(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(mf_sigset_parse((const uint8_t *)bad[i], strlen(bad[i]), &back, &d),
                          MF_ERR_PARSE);
+    static const char crlf[] = "modelfleet-signature v1\r\n";
+    assert_int_equal(mf_sigset_parse((const uint8_t *)crlf, strlen(crlf), &back, &d), MF_ERR_PARSE);
+    assert_non_null(strstr(d.what, "carriage return"));
     static const char v2[] = "modelfleet-signature v2\n";
     assert_int_equal(mf_sigset_parse((const uint8_t *)v2, strlen(v2), &back, &d), MF_ERR_VERSION);
     mf_keyring_free(&ring);
@@ -289,6 +306,16 @@ static void test_manifest_refusals(void **state)
          "duplicate object key"},
         {"\"variant\": {", "\"variant\": {\"os\": \"linux\", ", MF_ERR_SCHEMA,
          "unknown field 'os'"},
+        {"\"1.0\"", "\"01.0\"", MF_ERR_SCHEMA, "is not MAJOR.MINOR"},
+        {"\"1.0\"", "\"1.-1\"", MF_ERR_SCHEMA, "is not MAJOR.MINOR"},
+        {"\"1.0\"", "\"1. 0\"", MF_ERR_SCHEMA, "is not MAJOR.MINOR"},
+        {"\"1111111111111111111111111111111111111111111111111111111111111111\"",
+         "\"111111111111111111111111111111111111111111111111111111111111111A\"", MF_ERR_SCHEMA,
+         "64 lower-case hex"},
+        {"\"eval/x.npy\", \"size\"", "\"model\", \"size\"", MF_ERR_UNSAFE_PATH,
+         "'model' is listed as a file and is also a directory of 'model/net.onnx'"},
+        {"[\"rpi5\", \"jetson-orin\"]", "[\"rpi5\", \"rpi5\"]", MF_ERR_DUPLICATE,
+         "names 'rpi5' twice"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         enum mf_err err = parse_edit(cases[i].from, cases[i].to, &d);
@@ -398,6 +425,10 @@ static void test_pack_deterministic(void **state)
     assert_int_equal(mf_pkg_pack(&in, a, &m, &d), MF_OK);
     assert_int_equal(m->eval.n, 360);
     mf_manifest_free(m);
+    assert_int_equal(mf_pkg_pack(&in, b, NULL, &d), MF_OK);
+    /* The order the files are given in does not matter. */
+    struct mf_pack_file reversed[] = {fixture_files[2], fixture_files[1], fixture_files[0]};
+    in.files = reversed;
     assert_int_equal(mf_pkg_pack(&in, b, NULL, &d), MF_OK);
     struct mf_buf ba = slurp(a), bb = slurp(b);
     assert_int_equal(ba.len, bb.len);
