@@ -62,6 +62,7 @@ struct pkg_hasher {
 
 struct pkg_run {
     struct pkg_hasher *hasher; /* NULL: hash on the caller's thread */
+    const char *agent_version;
     const struct mf_keyring *trust;
     bool check_sig;
     bool header_only;
@@ -172,6 +173,21 @@ static enum mf_err pkg__read_small(struct archive *a, int index, const char *wan
     err = mf_buf_append(out, p, size);
     free(p);
     return err;
+}
+
+static enum mf_err pkg__check_agent(const struct mf_manifest *m, const char *agent,
+                                    struct mf_diag *diag)
+{
+    struct mf_semver have, need;
+    if (mf_semver_parse(agent, &have, diag) != MF_OK)
+        return mf_diag_set(diag, MF_ERR_USAGE, NULL, "agent version '%s' is not semantic", agent);
+    if (mf_semver_parse(m->min_agent_version, &need, diag) != MF_OK)
+        return MF_ERR_SCHEMA; /* the manifest parser already refuses this */
+    if (mf_semver_cmp(&have, &need) < 0)
+        return mf_diag_set(diag, MF_ERR_VERSION, "min_agent_version",
+                           "the package needs agent %s or newer; this agent is %s",
+                           m->min_agent_version, agent);
+    return MF_OK;
 }
 
 /* Checks one payload header; returns the manifest entry it stands for. */
@@ -391,6 +407,8 @@ static enum mf_err pkg__run_payload(const struct pkg_src *src, const struct pkg_
                           (unsigned long long)declared, (unsigned long long)run->disk_budget);
         goto out;
     }
+    if (run->agent_version && (err = pkg__check_agent(m, run->agent_version, diag)) != MF_OK)
+        goto out;
     if (run->sink->header && (err = run->sink->header(run->ctx, &res, diag)) != MF_OK)
         goto out;
     seen = mf_xcalloc(m->n_files, 1);
@@ -451,6 +469,7 @@ static void pkg__run_init(struct pkg_run *run, const struct mf_keyring *trust,
                             ? opts->manifest_max
                             : MF_MANIFEST_MAX;
     run->disk_budget = opts ? opts->disk_budget : 0;
+    run->agent_version = opts ? opts->agent_version : NULL;
     run->sink = &pkg__null_sink;
 }
 

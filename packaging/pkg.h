@@ -3,7 +3,7 @@
  * Every reader makes one streaming pass and checks, in this order: the tar
  * layout (manifest.json first, manifest.sig second, size caps), the signature
  * over the exact manifest bytes (before the manifest is parsed), the manifest
- * itself, the disk budget, then each payload entry: a regular file, a safe
+ * itself, the disk budget and the agent version, then each payload entry: a regular file, a safe
  * path, listed, not seen before, the listed size, hashed while it streams and
  * compared with the listed BLAKE2b-256; at the end, every listed file present.
  * Extraction writes only below a staging directory it creates itself and
@@ -26,6 +26,9 @@ struct mf_pkg_opts {
     uint64_t disk_budget; /* refuse when the declared sizes exceed it; 0 = no limit */
     size_t manifest_max;  /* cap on manifest.json, at most MF_MANIFEST_MAX; 0 = that */
     bool fsync;           /* extract: fsync files and directories before returning */
+    /* The installing agent's version: a package whose min_agent_version is
+     * newer is refused (MF_ERR_VERSION) before any payload byte. NULL = skip. */
+    const char *agent_version;
 };
 
 struct mf_pkg_result {

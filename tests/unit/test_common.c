@@ -19,6 +19,7 @@
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/hash.h"
+#include "common/log.h"
 #include "common/mem.h"
 #include "common/semver.h"
 
@@ -31,6 +32,19 @@ static void test_err_names(void **state)
             assert_string_not_equal(mf_errname((enum mf_err)i), mf_errname((enum mf_err)j));
     }
     assert_string_equal(mf_strerror((enum mf_err)999), "unknown error");
+}
+
+static void test_log_levels(void **state)
+{
+    (void)state;
+    enum mf_log_level l;
+    assert_int_equal(mf_log_parse_level("warn", &l), MF_OK);
+    assert_int_equal(l, MF_LOG_WARN);
+    assert_int_equal(mf_log_parse_level("loud", &l), MF_ERR_USAGE);
+    mf_log_set_level(MF_LOG_ERROR);
+    assert_int_equal(mf_log_get_level(), MF_LOG_ERROR);
+    mf_log(MF_LOG_INFO, "dropped below the level");
+    mf_log_set_level(MF_LOG_INFO);
 }
 
 static void test_diag(void **state)
@@ -282,11 +296,11 @@ int main(void)
 {
     mf_crypto_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_names),   cmocka_unit_test(test_diag),
-        cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_codecs),
-        cmocka_unit_test(test_hash_vector), cmocka_unit_test(test_semver),
-        cmocka_unit_test(test_time),        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_fs),
+        cmocka_unit_test(test_err_names), cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_diag),      cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_codecs),    cmocka_unit_test(test_hash_vector),
+        cmocka_unit_test(test_semver),    cmocka_unit_test(test_time),
+        cmocka_unit_test(test_config),    cmocka_unit_test(test_fs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

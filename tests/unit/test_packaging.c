@@ -504,6 +504,15 @@ static void test_sign_verify_extract(void **state)
         free(out);
     }
     mf_pkg_result_free(&res);
+    mf_fs_rmtree(stage);
+    /* An agent older than min_agent_version (0.1.0 here) refuses it; a newer one takes it. */
+    opts.agent_version = "0.1.0-rc.1";
+    assert_int_equal(mf_pkg_extract(p, &ring, stage, &opts, &res, &d), MF_ERR_VERSION);
+    assert_non_null(strstr(d.what, "needs agent 0.1.0 or newer; this agent is 0.1.0-rc.1"));
+    assert_int_equal(access(stage, F_OK), -1);
+    opts.agent_version = "0.2.0";
+    assert_int_equal(mf_pkg_verify(p, &ring, &opts, &res, &d), MF_OK);
+    mf_pkg_result_free(&res);
     /* inspect reads the claims without any key. */
     assert_int_equal(mf_pkg_inspect(p, &res, &d), MF_OK);
     assert_int_equal(res.sigs.n, 2);
