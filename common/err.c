@@ -52,6 +52,10 @@ const char *mf_errname(enum mf_err err)
 
 static enum mf_err diag__vset(struct mf_diag *diag, enum mf_err err, const char *where,
                               const char *suffix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
+static enum mf_err diag__vset(struct mf_diag *diag, enum mf_err err, const char *where,
+                              const char *suffix, const char *fmt, va_list ap)
 {
     if (!diag)
         return err;

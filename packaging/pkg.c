@@ -386,6 +386,11 @@ static enum mf_err pkg__run_payload(const struct pkg_src *src, const struct pkg_
         (err = pkg__read_small(a, 0, "manifest.json", run->manifest_max, &mbuf, diag)) != MF_OK)
         goto out;
     res.zstd = archive_filter_code(a, 0) == ARCHIVE_FILTER_ZSTD;
+    if (archive_filter_count(a) > 2) { /* "none" plus at most one zstd layer */
+        err =
+            mf_diag_set(diag, MF_ERR_NOT_PACKAGE, NULL, "the archive is compressed more than once");
+        goto out;
+    }
     if ((err = pkg__read_small(a, 1, "manifest.sig", MF_SIG_FILE_MAX, &sbuf, diag)) != MF_OK ||
         (err = mf_sigset_parse(sbuf.data, sbuf.len, &res.sigs, diag)) != MF_OK)
         goto out;

@@ -97,12 +97,12 @@ static char *h__sign(const char *manifest, const struct mf_key_secret *k)
     return mf_sigset_format(&s);
 }
 
-static void h__write(const char *path, const struct hent *e, size_t n, bool zstd)
+static void h__write(const char *path, const struct hent *e, size_t n, int zstd_layers)
 {
     struct archive *a = archive_write_new();
     struct archive_entry *ae = archive_entry_new();
     archive_write_set_format_pax_restricted(a);
-    if (zstd)
+    for (int i = 0; i < zstd_layers; i++)
         archive_write_add_filter_zstd(a);
     if (archive_write_open_filename(a, path) != ARCHIVE_OK)
         abort();
@@ -150,7 +150,7 @@ static void h__write(const char *path, const struct hent *e, size_t n, bool zstd
 
 /* The standard layout: manifest, sig, payload sorted, plus `extra` appended. */
 static void h__package(const struct hostile_ctx *c, const char *manifest, const char *sig,
-                       const struct hent *extra, size_t n_extra, bool zstd)
+                       const struct hent *extra, size_t n_extra, int zstd)
 {
     struct hent e[16] = {
         {"manifest.json", T_REG, manifest, strlen(manifest), NULL},
@@ -181,13 +181,23 @@ void hostile_build_valid(const struct hostile_ctx *c)
     h__signed(c, h__manifest(), NULL, 0);
 }
 
-static void h_valid_zstd(const struct hostile_ctx *c)
+static void h__zstd(const struct hostile_ctx *c, int layers)
 {
     char *man = h__dump(h__manifest());
     char *sig = h__sign(man, &c->trusted);
-    h__package(c, man, sig, NULL, 0, true);
+    h__package(c, man, sig, NULL, 0, layers);
     free(man);
     free(sig);
+}
+
+static void h_valid_zstd(const struct hostile_ctx *c)
+{
+    h__zstd(c, 1);
+}
+
+static void h_zstd_twice(const struct hostile_ctx *c)
+{
+    h__zstd(c, 2);
 }
 
 /* ---- signatures ---- */
@@ -565,6 +575,7 @@ const struct hostile_case hostile_cases[] = {
     {"empty-file", h_empty_file, MF_ERR_NOT_PACKAGE, "the file is empty", 0},
     {"not-an-archive", h_not_archive, MF_ERR_NOT_PACKAGE, "not a tar or tar.zst archive", 0},
     {"zip-archive", h_zip_archive, MF_ERR_NOT_PACKAGE, "not a tar or tar.zst archive", 0},
+    {"zstd-twice", h_zstd_twice, MF_ERR_NOT_PACKAGE, "compressed more than once", 0},
 };
 
 const size_t hostile_ncases = sizeof hostile_cases / sizeof hostile_cases[0];
