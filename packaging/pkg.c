@@ -23,10 +23,8 @@
 #include "packaging/writer.h"
 
 #define PKG_READ_BLOCK (1u << 20)
-/* Blocks at least this big are hashed on a second thread while the sink
- * writes them: hashing and writing cost about the same, so the overlap
- * nearly halves the time of an install. */
-#define PKG_PARALLEL_MIN (64u << 10)
+/* Slots of the hashing ring (each PKG_READ_BLOCK bytes). */
+#define PKG_RING 4
 
 /* What a run does with the payload. Every callback may be NULL. */
 struct pkg_sink_ops {
@@ -48,15 +46,19 @@ struct pkg_src {
     size_t len;
 };
 
-/* A helper thread that hashes one block while the caller's thread hands the
- * same (read-only) block to the sink; the caller waits for both. */
+/* Hashing pipeline for runs whose payload also goes to a sink (extract,
+ * sign). BLAKE2b costs several times more than writing to the page cache, so
+ * the caller's thread copies each block into a free slot of a small ring,
+ * queues it for the hashing thread and goes on writing that slot and reading
+ * the next block; it only waits when all slots are queued. The sink writes
+ * the private copy, so the bytes written are exactly the bytes hashed. */
 struct pkg_hasher {
     pthread_t thread;
-    bool running;
-    sem_t work, done;
-    struct mf_hash *h;
-    const void *p;
-    size_t n;
+    sem_t free_slots, full;
+    uint8_t *slot[PKG_RING];
+    size_t len[PKG_RING];
+    struct mf_hash *h[PKG_RING];
+    unsigned head, tail; /* head: next slot to fill (caller); tail: next to hash */
     bool quit;
 };
 
@@ -218,6 +220,88 @@ static enum mf_err pkg__check_entry(struct archive_entry *e, const struct mf_man
     return MF_OK;
 }
 
+/* Queues n bytes for hashing into h and hands each slot to the sink. */
+static enum mf_err ring__feed(struct pkg_hasher *w, struct mf_hash *h, const uint8_t *p, size_t n,
+                              const struct pkg_run *run, struct mf_diag *diag)
+{
+    while (n) {
+        size_t c = n < PKG_READ_BLOCK ? n : PKG_READ_BLOCK;
+        while (sem_wait(&w->free_slots) != 0)
+            ; /* EINTR */
+        unsigned i = w->head++ % PKG_RING;
+        memcpy(w->slot[i], p, c);
+        w->len[i] = c;
+        w->h[i] = h;
+        sem_post(&w->full);
+        enum mf_err err = run->sink->data(run->ctx, w->slot[i], c, diag);
+        if (err != MF_OK)
+            return err;
+        p += c;
+        n -= c;
+    }
+    return MF_OK;
+}
+
+/* Waits until every queued slot is hashed (the hash state lives on the
+ * caller's stack, so this runs before the entry's hash is read or dropped). */
+static void ring__drain(struct pkg_hasher *w)
+{
+    for (unsigned i = 0; i < PKG_RING; i++)
+        while (sem_wait(&w->free_slots) != 0)
+            ;
+    for (unsigned i = 0; i < PKG_RING; i++)
+        sem_post(&w->free_slots);
+}
+
+static void *ring__main(void *arg)
+{
+    struct pkg_hasher *w = arg;
+    for (;;) {
+        while (sem_wait(&w->full) != 0)
+            ;
+        if (w->quit)
+            return NULL;
+        unsigned i = w->tail++ % PKG_RING;
+        mf_hash_update(w->h[i], w->slot[i], w->len[i]);
+        sem_post(&w->free_slots);
+    }
+}
+
+/* Starts the hashing thread; false (hash inline) on one CPU or if the system
+ * refuses a thread. */
+static bool ring__start(struct pkg_hasher *w)
+{
+    memset(w, 0, sizeof *w);
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        return false;
+    if (sem_init(&w->free_slots, 0, PKG_RING) != 0)
+        return false;
+    if (sem_init(&w->full, 0, 0) != 0) {
+        sem_destroy(&w->free_slots);
+        return false;
+    }
+    for (unsigned i = 0; i < PKG_RING; i++)
+        w->slot[i] = mf_xmalloc(PKG_READ_BLOCK);
+    if (pthread_create(&w->thread, NULL, ring__main, w) == 0)
+        return true;
+    for (unsigned i = 0; i < PKG_RING; i++)
+        free(w->slot[i]);
+    sem_destroy(&w->free_slots);
+    sem_destroy(&w->full);
+    return false;
+}
+
+static void ring__stop(struct pkg_hasher *w)
+{
+    w->quit = true;
+    sem_post(&w->full);
+    pthread_join(w->thread, NULL);
+    for (unsigned i = 0; i < PKG_RING; i++)
+        free(w->slot[i]);
+    sem_destroy(&w->free_slots);
+    sem_destroy(&w->full);
+}
+
 /* Streams one payload entry through the hash and the sink. */
 static enum mf_err pkg__stream_entry(struct archive *a, const struct mf_manifest_file *f,
                                      const struct pkg_run *run, struct mf_diag *diag)
@@ -225,7 +309,7 @@ static enum mf_err pkg__stream_entry(struct archive *a, const struct mf_manifest
     struct mf_hash h;
     uint8_t digest[MF_HASH_BYTES];
     uint64_t total = 0;
-    enum mf_err err;
+    enum mf_err err = MF_OK;
     if (run->sink->begin && (err = run->sink->begin(run->ctx, f, diag)) != MF_OK)
         return err;
     mf_hash_init(&h);
@@ -236,31 +320,35 @@ static enum mf_err pkg__stream_entry(struct archive *a, const struct mf_manifest
         int r = archive_read_data_block(a, &p, &n, &off);
         if (r == ARCHIVE_EOF)
             break;
-        if (r != ARCHIVE_OK)
-            return pkg__arerr(a, false, f->path, diag);
-        if (off < 0 || (uint64_t)off != total)
-            return mf_diag_set(diag, MF_ERR_ENTRY_TYPE, f->path,
-                               "has holes (sparse); packages hold only regular files");
-        if (n > f->size - total)
-            return mf_diag_set(diag, MF_ERR_SIZE_MISMATCH, f->path,
-                               "holds more bytes than the manifest says (%llu)",
-                               (unsigned long long)f->size);
-        if (run->hasher && n >= PKG_PARALLEL_MIN) {
-            run->hasher->h = &h;
-            run->hasher->p = p;
-            run->hasher->n = n;
-            sem_post(&run->hasher->work);
-            err = run->sink->data(run->ctx, p, n, diag);
-            while (sem_wait(&run->hasher->done) != 0)
-                ; /* EINTR */
+        if (r != ARCHIVE_OK) {
+            err = pkg__arerr(a, false, f->path, diag);
+            break;
+        }
+        if (off < 0 || (uint64_t)off != total) {
+            err = mf_diag_set(diag, MF_ERR_ENTRY_TYPE, f->path,
+                              "has holes (sparse); packages hold only regular files");
+            break;
+        }
+        if (n > f->size - total) {
+            err = mf_diag_set(diag, MF_ERR_SIZE_MISMATCH, f->path,
+                              "holds more bytes than the manifest says (%llu)",
+                              (unsigned long long)f->size);
+            break;
+        }
+        if (run->hasher) {
+            err = ring__feed(run->hasher, &h, p, n, run, diag);
         } else {
             mf_hash_update(&h, p, n);
             err = run->sink->data ? run->sink->data(run->ctx, p, n, diag) : MF_OK;
         }
         if (err != MF_OK)
-            return err;
+            break;
         total += n;
     }
+    if (run->hasher)
+        ring__drain(run->hasher);
+    if (err != MF_OK)
+        return err;
     if (total != f->size)
         return mf_diag_set(diag, MF_ERR_TRUNCATED, f->path, "holds %llu of its %llu bytes",
                            (unsigned long long)total, (unsigned long long)f->size);
@@ -277,46 +365,6 @@ static enum mf_err pkg__stream_entry(struct archive *a, const struct mf_manifest
     if (run->sink->end && (err = run->sink->end(run->ctx, diag)) != MF_OK)
         return err;
     return MF_OK;
-}
-
-static void *hasher__main(void *arg)
-{
-    struct pkg_hasher *w = arg;
-    for (;;) {
-        while (sem_wait(&w->work) != 0)
-            ;
-        if (w->quit)
-            return NULL;
-        mf_hash_update(w->h, w->p, w->n);
-        sem_post(&w->done);
-    }
-}
-
-/* Starts the helper thread; false (hash inline) if the system refuses. */
-static bool hasher__start(struct pkg_hasher *w)
-{
-    memset(w, 0, sizeof *w);
-    if (sem_init(&w->work, 0, 0) != 0)
-        return false;
-    if (sem_init(&w->done, 0, 0) != 0) {
-        sem_destroy(&w->work);
-        return false;
-    }
-    w->running = pthread_create(&w->thread, NULL, hasher__main, w) == 0;
-    if (!w->running) {
-        sem_destroy(&w->work);
-        sem_destroy(&w->done);
-    }
-    return w->running;
-}
-
-static void hasher__stop(struct pkg_hasher *w)
-{
-    w->quit = true;
-    sem_post(&w->work);
-    pthread_join(w->thread, NULL);
-    sem_destroy(&w->work);
-    sem_destroy(&w->done);
 }
 
 void mf_pkg_result_free(struct mf_pkg_result *r)
@@ -364,10 +412,10 @@ static enum mf_err pkg__run(const struct pkg_src *src, struct pkg_run *run,
                             struct mf_pkg_result *out, struct mf_diag *diag)
 {
     struct pkg_hasher hasher;
-    run->hasher = run->sink->data && !run->header_only && hasher__start(&hasher) ? &hasher : NULL;
+    run->hasher = run->sink->data && !run->header_only && ring__start(&hasher) ? &hasher : NULL;
     enum mf_err err = pkg__run_payload(src, run, out, diag);
     if (run->hasher)
-        hasher__stop(run->hasher);
+        ring__stop(run->hasher);
     run->hasher = NULL;
     return err;
 }
