@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define FUZZ_TARGET "fuzz_archive"
 #include "common/err.h"
+#include "fuzz_check.h"
 #include "common/fs.h"
 #include "common/mem.h"
 #include "fuzz_key.h"
@@ -31,19 +33,6 @@ static struct {
     char *tmp;     /* per-process temp dir; holds only the staging dir, if anything */
     char *staging; /* tmp/staging, absent between calls */
 } F;
-
-static void fail(const char *fmt, ...) MF_PRINTF(1, 2);
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("fuzz_archive: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
-}
 
 static void cleanup(void)
 {
@@ -69,20 +58,6 @@ static void setup(void)
     F.staging = mf_xasprintf("%s/%s", F.tmp, STAGING_NAME);
     atexit(cleanup);
     F.ready = true;
-}
-
-static void check_diag(const char *who, enum mf_err err, const struct mf_diag *diag)
-{
-    if (err == MF_OK)
-        return;
-    if (err < 0 || err >= MF_ERR__COUNT)
-        fail("%s returned %d, not an mf_err", who, (int)err);
-    if (!memchr(diag->where, '\0', sizeof diag->where) ||
-        !memchr(diag->what, '\0', sizeof diag->what))
-        fail("%s left an unterminated diag", who);
-    if (diag->err != err)
-        fail("%s returned %s but its diag says %s (%s: %s)", who, mf_errname(err),
-             mf_errname(diag->err), diag->where, diag->what);
 }
 
 static bool is_sig_err(enum mf_err err)

@@ -9,41 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_TARGET "fuzz_manifest"
 #include "common/err.h"
+#include "fuzz_check.h"
 #include "packaging/key.h"
 #include "packaging/manifest.h"
 #include "packaging/npy.h"
 #include "packaging/sig.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void fail(const char *fmt, ...) MF_PRINTF(1, 2);
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("fuzz_manifest: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
-}
-
-/* A failed call names its error in the diag, with both strings terminated. */
-static void check_diag(const char *who, enum mf_err err, const struct mf_diag *diag)
-{
-    if (err == MF_OK)
-        return;
-    if (err < 0 || err >= MF_ERR__COUNT)
-        fail("%s returned %d, not an mf_err", who, (int)err);
-    if (!memchr(diag->where, '\0', sizeof diag->where) ||
-        !memchr(diag->what, '\0', sizeof diag->what))
-        fail("%s left an unterminated diag", who);
-    if (diag->err != err)
-        fail("%s returned %s but its diag says %s (%s: %s)", who, mf_errname(err),
-             mf_errname(diag->err), diag->where, diag->what);
-}
 
 static void fuzz_manifest(const uint8_t *data, size_t size)
 {
