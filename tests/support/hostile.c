@@ -480,6 +480,31 @@ static void h_zip_archive(const struct hostile_ctx *c)
     archive_entry_free(ae);
 }
 
+/* A pax extended header ('x') announcing a 512 MiB body: a reader that
+ * buffered it would exhaust a small device's memory. */
+static void h_huge_pax_header(const struct hostile_ctx *c)
+{
+    uint8_t block[512 * 5] = {0};
+    unsigned sum = 0;
+    memcpy(block, "PaxHeader/manifest.json", 23);
+    memcpy(block + 100, "0000644", 7);
+    memcpy(block + 108, "0000000", 7);
+    memcpy(block + 116, "0000000", 7);
+    snprintf((char *)block + 124, 12, "%011o", 512u << 20);
+    memcpy(block + 136, "00000000000", 11);
+    block[156] = 'x';
+    memcpy(block + 257,
+           "ustar\0"
+           "00",
+           8);
+    memset(block + 148, ' ', 8);
+    for (int i = 0; i < 512; i++)
+        sum += block[i];
+    snprintf((char *)block + 148, 8, "%06o", sum);
+    memcpy(block + 512, "30 path=manifest.json\n", 22);
+    h_write_bytes(c->path, block, sizeof block);
+}
+
 /* ---- truncation: a valid package cut at an offset ---- */
 
 static void h__truncate(const struct hostile_ctx *c, long keep, bool zstd)
@@ -576,6 +601,7 @@ const struct hostile_case hostile_cases[] = {
     {"not-an-archive", h_not_archive, MF_ERR_NOT_PACKAGE, "not a tar or tar.zst archive", 0},
     {"zip-archive", h_zip_archive, MF_ERR_NOT_PACKAGE, "not a tar or tar.zst archive", 0},
     {"zstd-twice", h_zstd_twice, MF_ERR_NOT_PACKAGE, "compressed more than once", 0},
+    {"huge-pax-header", h_huge_pax_header, MF_ERR_NOT_PACKAGE, "Special header too large", 0},
 };
 
 const size_t hostile_ncases = sizeof hostile_cases / sizeof hostile_cases[0];
