@@ -195,17 +195,23 @@ enum mf_err mf_key_secret_load(const char *path, struct mf_key_secret *out, stru
 {
     struct mf_buf text;
     struct stat st;
-    /* Like ssh: a secret key others can read is refused, not used. */
-    if (stat(path, &st) == 0 && (st.st_mode & 077))
-        return mf_diag_set(diag, MF_ERR_KEY, path,
-                           "secret key is accessible by others (mode %04o); run chmod 600",
-                           (unsigned)(st.st_mode & 07777));
+    struct mf_key_secret k;
     enum mf_err err = key__load(path, &text, diag);
     if (err != MF_OK)
         return err;
-    err = mf_key_secret_parse((const char *)text.data, out, diag);
+    err = mf_key_secret_parse((const char *)text.data, &k, diag);
     if (err != MF_OK)
         mf_diag_prefix(diag, path);
+    /* Like ssh: a secret key others can read is refused, not used. */
+    else if (stat(path, &st) != 0)
+        err = mf_diag_errno(diag, errno, path, "cannot stat");
+    else if (st.st_mode & 077)
+        err = mf_diag_set(diag, MF_ERR_KEY, path,
+                          "secret key is accessible by others (mode %04o); run chmod 600",
+                          (unsigned)(st.st_mode & 07777));
+    else
+        *out = k;
+    sodium_memzero(&k, sizeof k);
     sodium_memzero(text.data, text.len);
     mf_buf_free(&text);
     return err;

@@ -131,6 +131,28 @@ check "hostile packages found" [ "$n" -ge 30 ]
 check "valid control" "$MF" verify --pubkey "$T/hostile/trusted.pub" "$T/hostile/valid.mfpkg" \
     >/dev/null
 
+# ---- wrong inputs to each command ----
+expect 1 "first line must be 'modelfleet-secret-key v1'" -- "$MF" sign --key "$T/pub.pub" \
+    "$T/a.mfpkg"
+expect 1 "first line must be 'modelfleet-public-key v1'" -- "$MF" verify --pubkey "$T/pub.key" \
+    "$T/a.mfpkg"
+cp "$T/pub.key" "$T/loose.key"
+chmod 644 "$T/loose.key"
+expect 1 "accessible by others (mode 0644)" -- "$MF" sign --key "$T/loose.key" "$T/a.mfpkg"
+: >"$T/empty.mfpkg"
+expect 1 "the file is empty" -- "$MF" inspect "$T/empty.mfpkg"
+expect 1 "not a tar or tar.zst archive" -- "$MF" inspect "$T/pub.pub"
+expect 1 "cannot open" -- "$MF" verify --pubkey "$T/pub.pub" "$T/no-such.mfpkg"
+expect 2 "is not a size" -- "$MF" verify --pubkey "$T/pub.pub" --disk-budget lots "$T/a.mfpkg"
+expect 2 "expected KEY=VALUE" -- "$MF" pack "${packargs[@]}" --meta novalue --out "$T/x.mfpkg"
+expect 2 "expected PKGPATH=SOURCE" -- "$MF" pack "${packargs[@]}" --file model/x --out "$T/x.mfpkg"
+expect 1 "has a '..' component" -- "$MF" pack "${packargs[@]}" --file "../up=$FIX/eval-labels.npy" \
+    --out "$T/x.mfpkg"
+check "meta values keep their commas" "$MF" pack "${packargs[@]}" --meta "notes=a, b" \
+    --out "$T/m.mfpkg"
+check "comma kept in metadata" grep -q '"notes": "a, b"' <(tar -xOf "$T/m.mfpkg" manifest.json)
+check "failed packs wrote nothing" [ ! -e "$T/x.mfpkg" ]
+
 # ---- usage ----
 expect 2 "" -- "$MF" frobnicate
 expect 2 "expected at least one --pubkey" -- "$MF" verify "$T/a.mfpkg"
