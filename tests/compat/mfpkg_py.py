@@ -362,25 +362,17 @@ def json_load_strict(data):
         raise MfError("parse", "manifest.json", "invalid JSON: %s" % e)
 
 
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
+                 "\r": "\\r", "\t": "\\t"}
+
+
 def json_string(s):
     """§5.6: UTF-8, only '"', '\\' and characters below U+0020 escaped (uppercase hex)."""
     out = ['"']
     for ch in s:
         o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
+        if ch in _JSON_ESCAPES:
+            out.append(_JSON_ESCAPES[ch])
         elif o < 0x20:
             out.append("\\u%04X" % o)
         else:

@@ -70,6 +70,15 @@ p_verify() {
     P_ERR=$(py verify --quiet "$@" 2>&1 >/dev/null)
     P_RC=$?
 }
+# signed_copy SRC DST: SIGNED=SRC when this case packs with --key, else a copy
+# of SRC at DST signed by `modelfleet sign` (the Python packer signs only with --key).
+signed_copy() {
+    SIGNED=$1
+    grep -q -- --key <<<"${args[*]}" && return 0
+    cp "$1" "$2"
+    "$MF" sign --key "$TMP/k.key" "$2" >/dev/null || fail "case $n: modelfleet sign $1"
+    SIGNED=$2
+}
 
 "$MF" keygen --out "$TMP/k" >/dev/null || {
     echo "FAIL: modelfleet keygen"
@@ -129,12 +138,8 @@ for n in 1 2 3; do
     # (a) Python-made packages verify with modelfleet (unsigned ones after
     # `modelfleet sign`, on a copy).
     for v in p t; do
-        pkg=$TMP/$v$n.mfpkg
-        if ! grep -q -- --key <<<"${args[*]}"; then
-            cp "$pkg" "$TMP/s$v$n.mfpkg"
-            pkg=$TMP/s$v$n.mfpkg
-            "$MF" sign --key "$TMP/k.key" "$pkg" >/dev/null || fail "case $n: modelfleet sign $v"
-        fi
+        signed_copy "$TMP/$v$n.mfpkg" "$TMP/s$v$n.mfpkg"
+        pkg=$SIGNED
         c_verify --pubkey "$TMP/k.pub" "$pkg"
         if [ "$C_RC" = 0 ]; then
             ok "(a) case $n: modelfleet verify accepts the Python package ($v)"
@@ -160,12 +165,8 @@ for n in 1 2 3; do
     fi
 
     # (c) the C-made package verifies with the Python verifier.
-    cv=$c
-    if ! grep -q -- --key <<<"${args[*]}"; then
-        cp "$c" "$TMP/sc$n.mfpkg"
-        cv=$TMP/sc$n.mfpkg
-        "$MF" sign --key "$TMP/k.key" "$cv" >/dev/null || fail "case $n: modelfleet sign c"
-    fi
+    signed_copy "$c" "$TMP/sc$n.mfpkg"
+    cv=$SIGNED
     p_verify --pubkey "$TMP/k.pub" "$cv"
     if [ "$P_RC" = 0 ]; then
         ok "(c) case $n: the Python verifier accepts the C package"
