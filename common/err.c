@@ -34,6 +34,11 @@ static const struct {
     [MF_ERR_EXISTS] = {"exists", "already exists"},
     [MF_ERR_NOT_FOUND] = {"not_found", "not found"},
     [MF_ERR_KEY] = {"key", "invalid key file"},
+    [MF_ERR_UNAVAILABLE] = {"unavailable", "service unavailable"},
+    [MF_ERR_CONFLICT] = {"conflict", "conflicts with an existing object"},
+    [MF_ERR_AUTH] = {"unauthorized", "not authenticated"},
+    [MF_ERR_FORBIDDEN] = {"forbidden", "not allowed"},
+    [MF_ERR_DB] = {"database", "database error"},
 };
 
 const char *mf_strerror(enum mf_err err)

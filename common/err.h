@@ -34,6 +34,11 @@ enum mf_err {
     MF_ERR_EXISTS,        /* the target already exists */
     MF_ERR_NOT_FOUND,     /* the thing asked for does not exist */
     MF_ERR_KEY,           /* malformed key file */
+    MF_ERR_UNAVAILABLE,   /* a service (the database) cannot be reached now */
+    MF_ERR_CONFLICT,      /* a different thing already holds this name */
+    MF_ERR_AUTH,          /* no valid credential */
+    MF_ERR_FORBIDDEN,     /* a valid credential without the right */
+    MF_ERR_DB,            /* the database refused a statement */
     MF_ERR__COUNT
 };
 

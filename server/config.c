@@ -1,0 +1,181 @@
+/* config.c — the server's config table and its loader. */
+#include "server/config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/mem.h"
+#include "packaging/key.h"
+
+#define SO(f) offsetof(struct mf_server_config, f)
+
+const struct mf_cfg_key mf_server_config_table[] = {
+    {"listen", MF_CFG_STR, SO(listen), "127.0.0.1:8080", 0, 0, "HTTP listen address host:port"},
+    {"database_url", MF_CFG_STR, SO(database_url), "postgresql:///modelfleet", 0, 0,
+     "PostgreSQL connection URL or libpq conninfo"},
+    {"data_dir", MF_CFG_STR, SO(data_dir), "/var/lib/modelfleet", 0, 0,
+     "directory for package blobs (must exist)"},
+    {"signing_key", MF_CFG_STR, SO(signing_key), "/etc/modelfleet/server.key", 0, 0,
+     "the server's Ed25519 secret key file (mode 0600)"},
+    {"publisher_keys", MF_CFG_LIST, SO(publisher_keys), NULL, 0, 0,
+     "public key files of trusted publishers, comma-separated"},
+    {"require_publisher_signature", MF_CFG_BOOL, SO(require_publisher_signature), "false", 0, 0,
+     "refuse uploads not signed by a publisher key"},
+    {"max_upload", MF_CFG_SIZE, SO(max_upload), "4G", 1024, 1099511627776.0,
+     "largest package upload, bytes (K/M/G suffixes)"},
+    {"max_json_body", MF_CFG_SIZE, SO(max_json_body), "64K", 256, 16777216.0,
+     "largest JSON request body"},
+    {"max_json_depth", MF_CFG_INT, SO(max_json_depth), "32", 2, 1000, "deepest JSON nesting"},
+    {"http_threads", MF_CFG_INT, SO(http_threads), "4", 1, 256,
+     "HTTP worker threads (each with its own database connection)"},
+    {"db_connect_timeout", MF_CFG_INT, SO(db_connect_timeout), "3", 1, 300,
+     "seconds to wait for a database connection"},
+    {"mqtt_broker", MF_CFG_STR, SO(mqtt_broker), "127.0.0.1:1883", 0, 0, "MQTT broker host:port"},
+    {"log_level", MF_CFG_STR, SO(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
+};
+
+enum mf_err mf_server_config_load(struct mf_server_config *c, int argc, char **argv, int first,
+                                  struct mf_diag *diag)
+{
+    enum mf_err rc;
+
+    mf_cfg_defaults(mf_server_config_table, c);
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                rc = mf_diag_set(diag, MF_ERR_USAGE, "--config", "needs a file name");
+                goto fail;
+            }
+            rc = mf_cfg_load(mf_server_config_table, c, argv[i + 1], diag);
+            if (rc != MF_OK)
+                goto fail;
+            i++;
+        }
+    }
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i], *val;
+        char key[64];
+        size_t n;
+
+        if (strcmp(arg, "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            rc = mf_diag_set(diag, MF_ERR_USAGE, arg, "unexpected argument");
+            goto fail;
+        }
+        arg += 2;
+        val = strchr(arg, '=');
+        n = val ? (size_t)(val - arg) : strlen(arg);
+        if (n == 0 || n >= sizeof key) {
+            rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "unknown option");
+            goto fail;
+        }
+        for (size_t j = 0; j < n; j++)
+            key[j] = arg[j] == '-' ? '_' : arg[j];
+        key[n] = '\0';
+        if (val) {
+            val++;
+        } else {
+            if (i + 1 >= argc) {
+                rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "needs a value");
+                goto fail;
+            }
+            val = argv[++i];
+        }
+        rc = mf_cfg_set(mf_server_config_table, c, key, val, diag);
+        if (rc != MF_OK) {
+            mf_diag_prefix(diag, "option");
+            goto fail;
+        }
+    }
+    return MF_OK;
+fail:
+    mf_cfg_free(mf_server_config_table, c);
+    return rc;
+}
+
+enum mf_err mf_server_split_hostport(const char *s, char **host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    const char *h = s;
+    size_t hl;
+    char *end;
+    long p;
+
+    if (!colon || colon == s)
+        return MF_ERR_USAGE;
+    hl = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hl < 3 || s[hl - 1] != ']')
+            return MF_ERR_USAGE;
+        h++;
+        hl -= 2;
+    }
+    p = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || p < 0 || p > 65535)
+        return MF_ERR_USAGE;
+    *host = mf_xstrndup(h, hl);
+    *port = (int)p;
+    return MF_OK;
+}
+
+enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_diag *diag)
+{
+    struct mf_key_secret key;
+    struct mf_keyring ring = {0};
+    enum mf_log_level lvl;
+    struct stat st;
+    char *host = NULL;
+    int port;
+    enum mf_err rc;
+
+    if (mf_server_split_hostport(c->listen, &host, &port) != MF_OK)
+        return mf_diag_set(diag, MF_ERR_USAGE, "listen", "\"%s\" is not host:port", c->listen);
+    free(host);
+    if (mf_server_split_hostport(c->mqtt_broker, &host, &port) != MF_OK)
+        return mf_diag_set(diag, MF_ERR_USAGE, "mqtt_broker", "\"%s\" is not host:port",
+                           c->mqtt_broker);
+    free(host);
+    if (mf_log_parse_level(c->log_level, &lvl) != MF_OK)
+        return mf_diag_set(diag, MF_ERR_USAGE, "log_level", "\"%s\" is not debug|info|warn|error",
+                           c->log_level);
+    if (!c->database_url || !*c->database_url)
+        return mf_diag_set(diag, MF_ERR_USAGE, "database_url", "is empty");
+    if (stat(c->data_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return mf_diag_set(diag, MF_ERR_USAGE, "data_dir", "%s is not a directory", c->data_dir);
+    if (access(c->data_dir, W_OK | X_OK) != 0)
+        return mf_diag_errno(diag, errno, "data_dir", "%s is not writable", c->data_dir);
+    rc = mf_key_secret_load(c->signing_key, &key, diag);
+    sodium_memzero(&key, sizeof key);
+    if (rc != MF_OK) {
+        mf_diag_prefix(diag, "signing_key");
+        return rc;
+    }
+    for (size_t i = 0; i < c->publisher_keys.n; i++) {
+        rc = mf_keyring_load(&ring, c->publisher_keys.v[i], diag);
+        if (rc != MF_OK) {
+            mf_keyring_free(&ring);
+            mf_diag_prefix(diag, "publisher_keys");
+            return rc;
+        }
+    }
+    mf_keyring_free(&ring);
+    if (c->require_publisher_signature && c->publisher_keys.n == 0)
+        return mf_diag_set(diag, MF_ERR_USAGE, "require_publisher_signature",
+                           "is true but publisher_keys lists no key");
+    return MF_OK;
+}
+
+void mf_server_config_free(struct mf_server_config *c)
+{
+    mf_cfg_free(mf_server_config_table, c);
+}

@@ -1,0 +1,48 @@
+/* config.h — modelfleet-server's one config table. A file of `key = value`
+ * lines (unknown keys are errors) sets it; `--key value` flags override the
+ * file. mf_server_config_check() validates what the table cannot: that the
+ * signing key loads, the data directory is usable, the listen address parses. */
+#ifndef MF_SERVER_CONFIG_H
+#define MF_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/err.h"
+
+struct mf_server_config {
+    char *listen;       /* host:port */
+    char *database_url; /* libpq connection string or URL */
+    char *data_dir;     /* blobs/ and tmp/ live here */
+    char *signing_key;  /* secret key file, mode 0600 */
+    struct mf_strlist publisher_keys;
+    bool require_publisher_signature;
+    uint64_t max_upload;
+    uint64_t max_json_body;
+    int64_t max_json_depth;
+    int64_t http_threads;
+    int64_t db_connect_timeout; /* seconds */
+    char *mqtt_broker;          /* host:port (the bus lands with rollouts) */
+    char *log_level;
+};
+
+extern const struct mf_cfg_key mf_server_config_table[];
+
+/* Defaults, then the file named by `--config FILE` (if any), then every
+ * `--key value` / `--key=value` flag of argv[first..argc) ('-' or '_' in key
+ * names). Non-flag arguments and flags the table lacks are MF_ERR_USAGE.
+ * On error the config is freed. */
+MF_MUST_CHECK enum mf_err mf_server_config_load(struct mf_server_config *c, int argc, char **argv,
+                                                int first, struct mf_diag *diag);
+
+/* Semantic checks: listen address, data_dir, signing key, publisher keys. */
+MF_MUST_CHECK enum mf_err mf_server_config_check(const struct mf_server_config *c,
+                                                 struct mf_diag *diag);
+
+/* Splits "host:port" (host may be "[v6]"); host is malloc'd. */
+MF_MUST_CHECK enum mf_err mf_server_split_hostport(const char *s, char **host, int *port);
+
+void mf_server_config_free(struct mf_server_config *c);
+
+#endif
