@@ -17,6 +17,10 @@ static const struct {
     {"sign", mf_cli_sign, "sign or re-sign a package in place"},
     {"inspect", mf_cli_inspect, "show what a package claims to be (no verification)"},
     {"verify", mf_cli_verify, "check a package's signature and every file hash"},
+    {"push", mf_cli_push, "upload a package to the server"},
+    {"models", mf_cli_models, "list models, their versions and variants on the server"},
+    {"devices", mf_cli_devices, "list devices (filter by hardware class, model, online)"},
+    {"fleet", mf_cli_fleet, "fleet summary: devices per hardware class, model, version"},
 };
 
 #define CLI_NCOMMANDS (sizeof cli__commands / sizeof cli__commands[0])
@@ -27,7 +31,10 @@ static void cli__help(FILE *out)
     for (size_t i = 0; i < CLI_NCOMMANDS; i++)
         fprintf(out, "  %-9s %s\n", cli__commands[i].name, cli__commands[i].help);
     fprintf(out, "\n'modelfleet <command> --help' shows a command's options.\n"
-                 "exit codes: 0 success, 1 failed (e.g. package refused), 2 usage error\n");
+                 "push, models, devices and fleet talk to modelfleet-server: --url and\n"
+                 "--token, MODELFLEET_URL and MODELFLEET_TOKEN, or ~/.config/modelfleet/config.\n"
+                 "exit codes: 0 success, 1 failed (e.g. package refused, server unreachable),\n"
+                 "2 usage error\n");
 }
 
 int mf_cli_fail(const char *cmd, const struct mf_diag *diag)

@@ -1,6 +1,6 @@
 /* cli.h — the `modelfleet` command: git-style subcommands sharing a few
  * helpers. Exit codes: 0 success, 1 the operation failed (a package refused,
- * a file unreadable), 2 a usage error. */
+ * a file unreadable, the server unreachable or refusing), 2 a usage error. */
 #ifndef MF_CLI_H
 #define MF_CLI_H
 
@@ -17,6 +17,11 @@ int mf_cli_pack(int argc, char **argv);
 int mf_cli_sign(int argc, char **argv);
 int mf_cli_inspect(int argc, char **argv);
 int mf_cli_verify(int argc, char **argv);
+/* Remote commands (cmd_remote.c): talk to modelfleet-server's HTTP API. */
+int mf_cli_push(int argc, char **argv);
+int mf_cli_models(int argc, char **argv);
+int mf_cli_devices(int argc, char **argv);
+int mf_cli_fleet(int argc, char **argv);
 
 /* Prints "modelfleet <cmd>: <diag>" on stderr and returns MF_EXIT_FAIL (or
  * MF_EXIT_USAGE for MF_ERR_USAGE). */

@@ -11,10 +11,10 @@
 
 #include "err.h"
 
-/* Parses exactly one JSON value from data[0..len) (duplicate object keys are
- * refused). On success *out is owned by the caller (json_decref). Errors:
- * MF_ERR_PARSE (malformed, or nested deeper than max_depth), with the reason
- * and position in diag->what. */
+/* Parses exactly one JSON object or array from data[0..len) (a bare scalar
+ * and duplicate object keys are refused). On success *out is owned by the caller (json_decref).
+ * Errors: MF_ERR_PARSE (malformed, or nested deeper than max_depth), with the reason and position
+ * in diag->what. */
 MF_MUST_CHECK enum mf_err mf_json_parse(const void *data, size_t len, size_t max_depth,
                                         json_t **out, struct mf_diag *diag);
 

@@ -106,12 +106,24 @@ static void api__keys(struct mf_http_req *req)
 
 static void api__refused(struct mf_http_req *req, const struct mf_diag *diag)
 {
+    /* The verifier names the file it read: the upload's temp path, which is
+     * the server's business. Keep only the entry inside the package. */
+    const char *where = diag->where, *tmp = req->upload_path;
+    size_t tl = tmp ? strlen(tmp) : 0;
     char msg[MF_DIAG_STR_MAX];
-    mf_diag_str(diag, msg, sizeof msg);
+
+    if (tl && strncmp(where, tmp, tl) == 0) {
+        where += tl;
+        while (*where == ':' || *where == ' ')
+            where++;
+    }
+    snprintf(msg, sizeof msg, "%s%s%s", where, *where ? ": " : "", diag->what);
     req->log_error = "package_refused";
-    mf_http_json(req, 422,
-                 json_pack("{s:s, s:s, s:s, s:s}", "error", "package_refused", "reason",
-                           mf_errname(diag->err), "where", diag->where, "message", msg));
+    json_t *body = json_pack("{s:s, s:s, s:s}", "error", "package_refused", "reason",
+                             mf_errname(diag->err), "message", msg);
+    if (*where)
+        json_object_set_new(body, "where", json_string(where));
+    mf_http_json(req, 422, body);
 }
 
 /* Checks the publisher signature when publisher keys are configured.

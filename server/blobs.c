@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/fs.h"
@@ -21,7 +23,23 @@ static enum mf_err blobs__mkdir(const char *path, struct mf_diag *diag)
     return MF_OK;
 }
 
-enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir, struct mf_diag *diag)
+/* True when tmp/name is an abandoned leftover. */
+static bool blobs__stale(int dir, const char *name)
+{
+    struct stat st;
+    bool stale = false;
+    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd < 0)
+        return errno == ELOOP; /* a symlink has no business here */
+    if (fstat(fd, &st) == 0 && time(NULL) - st.st_mtime > 60 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+        stale = true;
+    close(fd);
+    return stale;
+}
+
+enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir, bool sweep,
+                          struct mf_diag *diag)
 {
     enum mf_err rc;
     DIR *d;
@@ -34,6 +52,8 @@ enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir, struct mf_di
         mf_blobs_close(b);
         return rc;
     }
+    if (!sweep)
+        return MF_OK;
     d = opendir(b->tmp);
     if (!d) {
         rc = mf_diag_errno(diag, errno, b->tmp, "cannot open");
@@ -43,7 +63,7 @@ enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir, struct mf_di
     while ((e = readdir(d))) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        if (mf_fs_rmtree_at(dirfd(d), e->d_name) == MF_OK)
+        if (blobs__stale(dirfd(d), e->d_name) && mf_fs_rmtree_at(dirfd(d), e->d_name) == MF_OK)
             n++;
     }
     closedir(d);
@@ -63,6 +83,11 @@ enum mf_err mf_blobs_temp(const struct mf_blobs *b, char **path, int *fd, struct
 {
     char *p = mf_xasprintf("%s/upload-XXXXXX", b->tmp);
     int f = mkstemp(p);
+    if (f >= 0 && (fcntl(f, F_SETFD, FD_CLOEXEC) != 0 || flock(f, LOCK_EX | LOCK_NB) != 0)) {
+        close(f);
+        unlink(p);
+        f = -1;
+    }
     if (f < 0) {
         enum mf_err rc = mf_diag_errno(diag, errno, b->tmp, "cannot create a temp file");
         free(p);

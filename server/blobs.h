@@ -17,12 +17,16 @@ struct mf_blobs {
     char *tmp; /* data_dir/tmp */
 };
 
-/* Creates the folders if needed and removes leftovers in tmp/. */
-MF_MUST_CHECK enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir,
+/* Creates the folders if needed. With `sweep`, removes leftovers in tmp/:
+ * files no live process holds (uploads keep an flock on their temp file)
+ * and untouched for a minute, so a second server sharing data_dir, or a
+ * --check-config, never deletes an upload in flight. */
+MF_MUST_CHECK enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir, bool sweep,
                                         struct mf_diag *diag);
 void mf_blobs_close(struct mf_blobs *b);
 
-/* A new empty temp file (mode 0600) in tmp/; *path is malloc'd, *fd open for writing. */
+/* A new empty temp file (mode 0600) in tmp/, flock'ed while *fd stays open;
+ * *path is malloc'd. */
 MF_MUST_CHECK enum mf_err mf_blobs_temp(const struct mf_blobs *b, char **path, int *fd,
                                         struct mf_diag *diag);
 

@@ -36,6 +36,8 @@ const struct mf_cfg_key mf_server_config_table[] = {
      "HTTP worker threads (each with its own database connection)"},
     {"db_connect_timeout", MF_CFG_INT, SO(db_connect_timeout), "3", 1, 300,
      "seconds to wait for a database connection"},
+    {"shutdown_timeout", MF_CFG_INT, SO(shutdown_timeout), "10", 0, 3600,
+     "seconds SIGTERM waits for requests in flight (downloads resume with Range)"},
     {"mqtt_broker", MF_CFG_STR, SO(mqtt_broker), "127.0.0.1:1883", 0, 0, "MQTT broker host:port"},
     {"log_level", MF_CFG_STR, SO(log_level), "info", 0, 0, "debug, info, warn or error"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
@@ -48,16 +50,18 @@ enum mf_err mf_server_config_load(struct mf_server_config *c, int argc, char **a
 
     mf_cfg_defaults(mf_server_config_table, c);
     for (int i = first; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0) {
+        const char *file = NULL;
+        if (strncmp(argv[i], "--config=", 9) == 0) {
+            file = argv[i] + 9;
+        } else if (strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
                 rc = mf_diag_set(diag, MF_ERR_USAGE, "--config", "needs a file name");
                 goto fail;
             }
-            rc = mf_cfg_load(mf_server_config_table, c, argv[i + 1], diag);
-            if (rc != MF_OK)
-                goto fail;
-            i++;
+            file = argv[++i];
         }
+        if (file && (rc = mf_cfg_load(mf_server_config_table, c, file, diag)) != MF_OK)
+            goto fail;
     }
     for (int i = first; i < argc; i++) {
         const char *arg = argv[i], *val;
@@ -68,6 +72,8 @@ enum mf_err mf_server_config_load(struct mf_server_config *c, int argc, char **a
             i++;
             continue;
         }
+        if (strncmp(arg, "--config=", 9) == 0)
+            continue;
         if (strncmp(arg, "--", 2) != 0) {
             rc = mf_diag_set(diag, MF_ERR_USAGE, arg, "unexpected argument");
             goto fail;
@@ -105,24 +111,33 @@ fail:
 
 enum mf_err mf_server_split_hostport(const char *s, char **host, int *port)
 {
-    const char *colon = strrchr(s, ':');
-    const char *h = s;
+    const char *colon = strrchr(s, ':'), *h = s, *d;
     size_t hl;
-    char *end;
-    long p;
+    long p = 0;
 
-    if (!colon || colon == s)
+    if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5)
+        return MF_ERR_USAGE;
+    for (d = colon + 1; *d; d++) {
+        if (*d < '0' || *d > '9')
+            return MF_ERR_USAGE;
+        p = p * 10 + (*d - '0');
+    }
+    if (p > 65535)
         return MF_ERR_USAGE;
     hl = (size_t)(colon - s);
-    if (h[0] == '[') {
+    if (h[0] == '[') { /* [v6]:port */
         if (hl < 3 || s[hl - 1] != ']')
             return MF_ERR_USAGE;
         h++;
         hl -= 2;
+        if (memchr(h, '[', hl) || memchr(h, ']', hl))
+            return MF_ERR_USAGE;
+    } else if (memchr(h, ':', hl) || memchr(h, '[', hl) || memchr(h, ']', hl)) {
+        return MF_ERR_USAGE; /* a bare IPv6 address must be bracketed */
     }
-    p = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || p < 0 || p > 65535)
-        return MF_ERR_USAGE;
+    for (size_t i = 0; i < hl; i++)
+        if (h[i] == ' ' || h[i] == '\t')
+            return MF_ERR_USAGE;
     *host = mf_xstrndup(h, hl);
     *port = (int)p;
     return MF_OK;

@@ -23,6 +23,7 @@ struct mf_server_config {
     int64_t max_json_depth;
     int64_t http_threads;
     int64_t db_connect_timeout; /* seconds */
+    int64_t shutdown_timeout;   /* seconds to let requests finish on SIGTERM */
     char *mqtt_broker;          /* host:port (the bus lands with rollouts) */
     char *log_level;
 };

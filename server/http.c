@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -20,15 +21,14 @@
 #include "server/store.h"
 
 /* A client that keeps sending after its request was refused is cut off here. */
-#define HTTP_DISCARD_MAX (16u << 20)
+#define HTTP_DISCARD_MAX (4u << 20)
 
 struct http__daemon {
+    int inflight; /* requests begun and not completed (atomic) */
     struct mf_server *srv;
     const struct mf_route *routes;
     size_t n_routes;
 };
-
-static struct http__daemon *http__d; /* the one daemon of the process */
 
 /* ---- responses ---------------------------------------------------------- */
 
@@ -213,44 +213,37 @@ static enum MHD_Result http__query_iter(void *cls, enum MHD_ValueKind kind, cons
 }
 
 /* First call: route, authenticate, judge the declared size. May set a response. */
-static void http__begin(struct mf_http_req *req, const char *url)
+static void http__begin(const struct http__daemon *d, struct mf_http_req *req, const char *url)
 {
-    const struct http__daemon *d = http__d;
     const struct mf_server_config *cfg = &req->srv->cfg;
-    const char *allow = NULL;
 
+    char allow[64] = "";
     for (size_t i = 0; i < d->n_routes; i++) {
         char *param[MF_ROUTE_PARAMS] = {NULL};
         if (!http__match(d->routes[i].pattern, url, param))
             continue;
-        if (http__method_ok(&d->routes[i], req->method)) {
+        if (!req->route && http__method_ok(&d->routes[i], req->method)) {
             for (size_t j = 0; j < MF_ROUTE_PARAMS; j++) {
                 free(req->param[j]);
                 req->param[j] = param[j];
             }
             req->route = &d->routes[i];
-            break;
+            continue;
         }
-        allow = d->routes[i].method;
+        size_t n = strlen(allow);
+        snprintf(allow + n, sizeof allow - n, "%s%s%s", n ? ", " : "", d->routes[i].method,
+                 strcmp(d->routes[i].method, "GET") == 0 ? ", HEAD" : "");
         for (size_t j = 0; j < MF_ROUTE_PARAMS; j++)
             free(param[j]);
     }
     if (!req->route) {
-        if (allow) {
+        if (allow[0]) {
             mf_http_error(req, 405, "method_not_allowed", "%s is not allowed on %s", req->method,
                           url);
-            mf_http_header(req, MHD_HTTP_HEADER_ALLOW,
-                           strcmp(allow, "GET") == 0 ? "GET, HEAD" : allow);
+            mf_http_header(req, MHD_HTTP_HEADER_ALLOW, allow);
         } else {
             mf_http_error(req, 404, "not_found", "no such endpoint: %s", url);
         }
-        return;
-    }
-
-    struct http__qcheck q = {req->route, NULL};
-    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, http__query_iter, &q);
-    if (q.bad) {
-        mf_http_error(req, 400, "bad_request", "unknown query parameter \"%.64s\"", q.bad);
         return;
     }
 
@@ -262,10 +255,18 @@ static void http__begin(struct mf_http_req *req, const char *url)
             return;
         }
         if (!(req->who.role & req->route->allow)) {
-            mf_http_error(req, 403, "forbidden", "a %s credential may not %s %s",
-                          mf_role_name(req->who.role), req->method, url);
+            const char *role = mf_role_name(req->who.role);
+            mf_http_error(req, 403, "forbidden", "a%s %s credential may not %s %s",
+                          strchr("aeiou", role[0]) ? "n" : "", role, req->method, url);
             return;
         }
+    }
+
+    struct http__qcheck q = {req->route, NULL};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, http__query_iter, &q);
+    if (q.bad) {
+        mf_http_error(req, 400, "bad_request", "unknown query parameter \"%.64s\"", q.bad);
+        return;
     }
 
     const char *cl = mf_http_header_in(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -334,20 +335,21 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
                                     const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
 {
+    const struct http__daemon *d = cls;
     struct mf_http_req *req = *con_cls;
-    (void)cls;
     (void)version;
 
     if (!req) {
         req = mf_xcalloc(1, sizeof *req);
-        req->srv = http__d->srv;
+        req->srv = d->srv;
         req->db = mf_server_db(req->srv);
         req->conn = conn;
         req->method = method;
         req->upload_fd = -1;
         mf_buf_init(&req->body, req->srv->cfg.max_json_body);
+        __atomic_add_fetch(&((struct http__daemon *)cls)->inflight, 1, __ATOMIC_SEQ_CST);
         *con_cls = req;
-        http__begin(req, url);
+        http__begin(d, req, url);
         if (req->resp)
             return http__send(req, url);
         return MHD_YES;
@@ -374,10 +376,10 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
                             enum MHD_RequestTerminationCode toe)
 {
     struct mf_http_req *req = *con_cls;
-    (void)cls;
     (void)conn;
     if (!req)
         return;
+    __atomic_sub_fetch(&((struct http__daemon *)cls)->inflight, 1, __ATOMIC_SEQ_CST);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->upload_path)
         mf_log(MF_LOG_INFO, "upload aborted after %llu bytes (code %d)",
                (unsigned long long)req->upload_size, (int)toe);
@@ -395,6 +397,36 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     mf_buf_free(&req->body);
     free(req);
     *con_cls = NULL;
+}
+
+/* Percent-decoding of the path and query values, in place, as libmicrohttpd's
+ * own, except that "%00" stays as it is: a decoded NUL would silently cut a
+ * C string ("dev-1%00' OR ..." read as "dev-1"); kept, it fails validation. */
+static int http__hex(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+static size_t http__unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *r = s, *w = s;
+    (void)cls;
+    (void)conn;
+    while (*r) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = http__hex(r[1])) >= 0 && (lo = http__hex(r[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 static void http__logger(void *cls, const char *fmt, va_list ap) MF_PRINTF(2, 0);
@@ -424,24 +456,26 @@ enum mf_err mf_http_start(struct mf_server *srv, const struct mf_route *routes, 
         rc = mf_diag_set(diag, MF_ERR_USAGE, "listen", "\"%s\" is not a numeric address", host);
         goto out;
     }
-    http__d = mf_xcalloc(1, sizeof *http__d);
-    http__d->srv = srv;
-    http__d->routes = routes;
-    http__d->n_routes = n_routes;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_EPOLL;
+    struct http__daemon *d = mf_xcalloc(1, sizeof *d);
+    d->srv = srv;
+    d->routes = routes;
+    d->n_routes = n_routes;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, http__access, NULL,
-                                MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
-                                (unsigned)srv->cfg.http_threads, MHD_OPTION_NOTIFY_COMPLETED,
-                                http__completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
-                                MHD_OPTION_EXTERNAL_LOGGER, http__logger, NULL, MHD_OPTION_END);
+    srv->mhd = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, http__access, d, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.http_threads, MHD_OPTION_NOTIFY_COMPLETED,
+        http__completed, d, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_EXTERNAL_LOGGER, http__logger, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, NULL, MHD_OPTION_END);
     if (!srv->mhd) {
         rc = mf_diag_set(diag, MF_ERR_IO, "listen", "cannot listen on %s (in use?)",
                          srv->cfg.listen);
-        free(http__d);
-        http__d = NULL;
+        free(d);
+    } else {
+        srv->http = d;
     }
 out:
     if (ai)
@@ -450,11 +484,28 @@ out:
     return rc;
 }
 
+void mf_http_drain(struct mf_server *srv, int seconds)
+{
+    if (!srv->mhd)
+        return;
+    MHD_socket ls = MHD_quiesce_daemon(srv->mhd);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
+    struct http__daemon *d = srv->http;
+    for (int i = 0; i < seconds * 10; i++) {
+        if (__atomic_load_n(&d->inflight, __ATOMIC_SEQ_CST) == 0)
+            return;
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    mf_log(MF_LOG_WARN, "shutdown: cutting connections still open after %ds", seconds);
+}
+
 void mf_http_stop(struct mf_server *srv)
 {
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
-    free(http__d);
-    http__d = NULL;
+    free(srv->http);
+    srv->http = NULL;
 }

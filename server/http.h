@@ -63,6 +63,9 @@ struct mf_http_req {
 /* Starts the daemon on cfg.listen with cfg.http_threads workers. */
 MF_MUST_CHECK enum mf_err mf_http_start(struct mf_server *srv, const struct mf_route *routes,
                                         size_t n_routes, struct mf_diag *diag);
+/* Stops accepting connections and waits up to `seconds` for the requests in
+ * flight to finish (idle keep-alive connections do not count). */
+void mf_http_drain(struct mf_server *srv, int seconds);
 void mf_http_stop(struct mf_server *srv);
 
 /* Responses (each replaces any earlier one). */

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 /* Reads decimal digits at *p into *v; false when none or on overflow. */
 static bool range__num(const char **p, uint64_t *v)
@@ -13,9 +14,10 @@ static bool range__num(const char **p, uint64_t *v)
     if (*s < '0' || *s > '9')
         return false;
     while (*s >= '0' && *s <= '9') {
-        if (n > (UINT64_MAX - 9) / 10)
+        uint64_t digit = (uint64_t)(*s - '0');
+        if (n > (UINT64_MAX - digit) / 10)
             return false;
-        n = n * 10 + (uint64_t)(*s - '0');
+        n = n * 10 + digit;
         s++;
     }
     *p = s;
@@ -27,7 +29,7 @@ enum mf_range mf_range_parse(const char *h, uint64_t size, uint64_t *start, uint
 {
     uint64_t a, b;
 
-    if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
+    if (!h || strncasecmp(h, "bytes=", 6) != 0 || strchr(h, ','))
         return MF_RANGE_NONE;
     h += 6;
     while (*h == ' ')

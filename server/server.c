@@ -55,7 +55,8 @@ static int server__fail(const char *what, const struct mf_diag *diag)
 }
 
 /* Loads the config (and with `full`, the keys and blob store). */
-static int server__open(struct mf_server *s, int argc, char **argv, int first, bool full)
+static int server__open(struct mf_server *s, int argc, char **argv, int first, bool full,
+                        bool sweep)
 {
     struct mf_diag diag = {0};
     enum mf_log_level lvl;
@@ -75,7 +76,7 @@ static int server__open(struct mf_server *s, int argc, char **argv, int first, b
     for (size_t i = 0; i < s->cfg.publisher_keys.n; i++)
         if (mf_keyring_load(&s->publishers, s->cfg.publisher_keys.v[i], &diag) != MF_OK)
             return server__fail("publisher_keys", &diag);
-    if (mf_blobs_open(&s->blobs, s->cfg.data_dir, &diag) != MF_OK)
+    if (mf_blobs_open(&s->blobs, s->cfg.data_dir, sweep, &diag) != MF_OK)
         return server__fail("data_dir", &diag);
     return 0;
 }
@@ -126,7 +127,7 @@ static int server__serve(int argc, char **argv, int first)
     sigset_t sigs;
     int sig, rc;
 
-    if ((rc = server__open(&s, argc, argv, first, true)) != 0)
+    if ((rc = server__open(&s, argc, argv, first, true, true)) != 0)
         goto out;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
@@ -150,7 +151,9 @@ static int server__serve(int argc, char **argv, int first)
     do {
         sig = sigwaitinfo(&sigs, NULL);
     } while (sig < 0);
-    mf_log(MF_LOG_INFO, "signal %d: shutting down", sig);
+    mf_log(MF_LOG_INFO, "signal %d: shutting down (up to %llds for requests in flight)", sig,
+           (long long)s.cfg.shutdown_timeout);
+    mf_http_drain(&s, (int)s.cfg.shutdown_timeout);
     mf_http_stop(&s);
     mf_log(MF_LOG_INFO, "stopped");
 out:
@@ -161,7 +164,7 @@ out:
 static int server__check(int argc, char **argv, int first)
 {
     struct mf_server s;
-    int rc = server__open(&s, argc, argv, first, true);
+    int rc = server__open(&s, argc, argv, first, true, false);
     if (rc == 0)
         printf("configuration ok (signing key %s)\n", s.key.pub.id);
     server__close(&s);
@@ -171,7 +174,7 @@ static int server__check(int argc, char **argv, int first)
 static int server__migrate_cmd(int argc, char **argv, int first)
 {
     struct mf_server s;
-    int rc = server__open(&s, argc, argv, first, false);
+    int rc = server__open(&s, argc, argv, first, false, false);
     if (rc == 0)
         rc = server__migrate(&s);
     server__close(&s);
@@ -226,7 +229,7 @@ static int server__token(int argc, char **argv)
         free(rest);
         return EXIT_USAGE;
     }
-    rc = server__open(&s, n, rest, 1, false);
+    rc = server__open(&s, n, rest, 1, false, false);
     if (rc == 0)
         rc = server__migrate(&s);
     if (rc == 0) {

@@ -22,6 +22,7 @@ struct mf_server {
     struct mf_blobs blobs;
     pthread_key_t db_key; /* per-thread struct mf_db */
     struct MHD_Daemon *mhd;
+    void *http; /* http.c's routing state */
 };
 
 /* The calling thread's database connection (created on first use). */

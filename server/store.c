@@ -29,27 +29,32 @@
     "json_build_object('name', m.model, 'version', m.version, 'package', m.package)"               \
     " ORDER BY m.model) FROM device_models m WHERE m.device_id = d.id), '[]'::json))"
 
+/* From the trigger-maintained fleet_counts (schema/0002): model '*' rows count
+ * every device once per hardware class and online state. */
 const char mf_store_sql_fleet_summary[] =
-    "SELECT json_build_object('devices', t.n, 'online', t.online, 'groups',"
-    " coalesce((SELECT json_agg(json_build_object('hw_class', g.hw_class, 'model', g.model,"
-    " 'version', g.version, 'online', g.online, 'devices', g.n)"
-    " ORDER BY g.hw_class, g.model, g.version, g.online)"
-    " FROM (SELECT d.hw_class, m.model, m.version, d.online, count(*) AS n"
-    " FROM devices d LEFT JOIN device_models m ON m.device_id = d.id"
-    " GROUP BY 1, 2, 3, 4) g), '[]'::json))::text"
-    " FROM (SELECT count(*) AS n, count(*) FILTER (WHERE online) AS online FROM devices) t";
+    "SELECT json_build_object("
+    "'devices', coalesce(sum(f.devices) FILTER (WHERE f.model = '*'), 0),"
+    " 'online', coalesce(sum(f.devices) FILTER (WHERE f.model = '*' AND f.online), 0),"
+    " 'groups', coalesce(json_agg(json_build_object('hw_class', f.hw_class,"
+    " 'model', NULLIF(f.model, ''), 'version', NULLIF(f.version, ''), 'online', f.online,"
+    " 'devices', f.devices) ORDER BY f.hw_class, f.model, f.version, f.online)"
+    " FILTER (WHERE f.model <> '*' AND f.devices > 0), '[]'::json))::text"
+    " FROM fleet_counts f";
 
 const char mf_store_sql_devices[] =
-    "SELECT json_build_object('devices', coalesce(json_agg(s.j ORDER BY s.id), '[]'::json),"
-    " 'next', CASE WHEN count(*) = $6::integer THEN max(s.id) END)::text"
-    " FROM (SELECT d.id, " DEV_JSON " AS j FROM devices d"
+    "SELECT json_build_object('devices',"
+    " coalesce(json_agg(s.j ORDER BY s.id) FILTER (WHERE s.rn <= $6::integer), '[]'::json),"
+    " 'next', CASE WHEN count(*) > $6::integer"
+    " THEN max(s.id) FILTER (WHERE s.rn <= $6::integer) END)::text"
+    " FROM (SELECT d.id, row_number() OVER (ORDER BY d.id) AS rn, " DEV_JSON " AS j"
+    " FROM devices d"
     " WHERE ($1::text IS NULL OR d.hw_class = $1::text)"
     " AND ($4::boolean IS NULL OR d.online = $4::boolean)"
     " AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM device_models m2"
     " WHERE m2.device_id = d.id AND m2.model = $2::text"
     " AND ($3::text IS NULL OR m2.version = $3::text)))"
     " AND ($5::text IS NULL OR d.id > $5::text)"
-    " ORDER BY d.id LIMIT $6::integer) s";
+    " ORDER BY d.id LIMIT $6::integer + 1) s";
 
 enum mf_err mf_store_json(struct mf_db *db, const char *sql, int n, const char *const *params,
                           char **out, struct mf_diag *diag)
@@ -388,11 +393,14 @@ enum mf_err mf_store_packages(struct mf_db *db, const char *model, const char *v
     const char *p[4] = {model, version, after, lim};
     return mf_store_json(
         db,
-        "SELECT json_build_object('packages', coalesce(json_agg(s.j ORDER BY s.id), '[]'::json),"
-        " 'next', CASE WHEN count(*) = $4::integer THEN max(s.id) END)::text"
-        " FROM (SELECT p.id, " PKG_JSON " AS j FROM packages p"
+        "SELECT json_build_object('packages',"
+        " coalesce(json_agg(s.j ORDER BY s.id) FILTER (WHERE s.rn <= $4::integer), '[]'::json),"
+        " 'next', CASE WHEN count(*) > $4::integer"
+        " THEN max(s.id) FILTER (WHERE s.rn <= $4::integer) END)::text"
+        " FROM (SELECT p.id, row_number() OVER (ORDER BY p.id) AS rn, " PKG_JSON " AS j"
+        " FROM packages p"
         " WHERE ($1::text IS NULL OR p.model = $1) AND ($2::text IS NULL OR p.version = $2)"
-        " AND ($3::text IS NULL OR p.id > $3) ORDER BY p.id LIMIT $4::integer) s",
+        " AND ($3::text IS NULL OR p.id > $3) ORDER BY p.id LIMIT $4::integer + 1) s",
         4, p, json, diag);
 }
 
@@ -507,9 +515,19 @@ enum mf_err mf_store_device_delete(struct mf_db *db, const char *id, const char 
 {
     char *text = NULL;
     const char *p[1] = {id};
-    enum mf_err rc =
-        mf_store_json(db, "DELETE FROM devices WHERE id = $1 RETURNING id", 1, p, &text, diag);
+    enum mf_err rc = mf_db_begin(db, diag);
+    if (rc != MF_OK)
+        return rc;
+    /* Model rows first: the fleet_counts triggers need the device row. */
+    rc = mf_db_exec(db, "DELETE FROM device_models WHERE device_id = $1", 1, p, NULL, diag);
+    if (rc == MF_OK)
+        rc = mf_store_json(db, "DELETE FROM devices WHERE id = $1 RETURNING id", 1, p, &text, diag);
     free(text);
+    if (rc != MF_OK) {
+        mf_db_rollback(db);
+        return rc;
+    }
+    rc = mf_db_commit(db, diag);
     if (rc == MF_OK)
         store__audit(db, actor, "device.delete", id);
     return rc;
