@@ -35,7 +35,7 @@ struct remote_file {
 static const struct mf_cfg_key remote_keys[] = {
     {"url", MF_CFG_STR, RF(url), NULL, 0, 0, "server base URL, e.g. http://127.0.0.1:8080"},
     {"token", MF_CFG_STR, RF(token), NULL, 0, 0, "API token (mft_...)"},
-    {NULL},
+    {NULL, 0, 0, NULL, 0, 0, NULL},
 };
 
 /* Options every remote command takes. */

@@ -36,7 +36,10 @@ usage() {
 CMD=$1
 mkdir -p "$2"
 DIR=$(cd "$2" && pwd)
+# PostgreSQL's files live in DIR/pg, or, when user postgres cannot reach DIR
+# (a checkout under /root), in a /tmp/mf-pg-* directory named by DIR/pg.home.
 PGDIR=$DIR/pg
+[ -f "$DIR/pg.home" ] && PGDIR=$(cat "$DIR/pg.home")
 PGDATA=$PGDIR/data
 MQDIR=$DIR/mqtt
 ENVFILE=$DIR/services.env
@@ -113,6 +116,15 @@ pg_stop() {
 pg_setup() { # fresh cluster in $PGDATA listening on a new free port
     local port=$1 sock
     rm -rf "$PGDIR"
+    case "$PGDIR" in /tmp/mf-pg-*) rm -f "$DIR/pg.home" ;; esac
+    PGDIR=$DIR/pg
+    if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DIR"; then
+        PGDIR=$(mktemp -d /tmp/mf-pg-XXXXXX)
+        chmod 755 "$PGDIR"
+        echo "$PGDIR" >"$DIR/pg.home"
+        log "user postgres cannot enter $DIR; PostgreSQL's files go to $PGDIR"
+    fi
+    PGDATA=$PGDIR/data
     mkdir -p "$PGDIR"
     # A unix socket path is limited to ~107 bytes; fall back to a /tmp dir.
     sock=$PGDIR/sock
@@ -124,8 +136,6 @@ pg_setup() { # fresh cluster in $PGDATA listening on a new free port
     echo "$port" >"$PGDIR/port"
     if [ "$(id -u)" = 0 ]; then
         chown -R postgres: "$PGDIR" "$sock"
-        runuser -u postgres -- test -x "$DIR" ||
-            die "user postgres cannot enter $DIR (check the permissions of its parents)"
     fi
     as_pg "$PG_BIN/initdb" -D "$PGDATA" -A trust -U postgres -E UTF8 --locale=C \
         --no-sync >"$PGDIR/initdb.log" 2>&1 || {
@@ -234,6 +244,7 @@ stop_all() {
     pg_stop
     rm -f "$ENVFILE"
     case "$sock" in /tmp/mf-pgsock-*) rm -rf "$sock" ;; esac
+    case "$PGDIR" in /tmp/mf-pg-*) rm -rf "$PGDIR" "$DIR/pg.home" ;; esac
 }
 
 case "$CMD" in
