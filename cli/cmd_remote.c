@@ -88,6 +88,27 @@ static bool remote__opt(int c, struct remote_opts *o)
     }
 }
 
+/* Parses the shared options of a command that has none of its own; prints
+ * `help` for -h/--help. Returns -1 to go on (optind at the first operand),
+ * otherwise the exit code. */
+static int remote__args(const char *cmd, int argc, char **argv, const char *help,
+                        struct remote_opts *o)
+{
+    static const struct option opts[] = {REMOTE_LONGOPTS, {0}};
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (remote__opt(c, o))
+            continue;
+        if (c == 'h') {
+            fputs(help, stdout);
+            return MF_EXIT_OK;
+        }
+        return mf_cli_usage_error(cmd, "unknown option");
+    }
+    return -1;
+}
+
 static char *remote__config_path(void)
 {
     const char *xdg = getenv("XDG_CONFIG_HOME");
@@ -386,27 +407,21 @@ static int push__progress(void *arg, uint64_t sent, uint64_t total)
 
 int mf_cli_push(int argc, char **argv)
 {
-    static const struct option opts[] = {REMOTE_LONGOPTS, {0}};
     struct remote_opts o = {0};
     struct remote r;
     struct mf_client_resp resp = {0};
     struct mf_diag diag = {0};
-    int c;
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
-            continue;
-        if (c == 'h') {
-            printf("usage: modelfleet push [--json] [--url URL] [--token TOKEN] PKG\n\n"
-                   "Uploads PKG to the server, which verifies it, signs it with its key and\n"
-                   "stores it (needs an operator or admin token). Prints\n"
-                   "  pushed MODEL VERSION (RUNTIME:HARDWARE) ID\n"
-                   "or 'already stored: ...' when these exact bytes were pushed before.\n"
-                   "A progress bar goes to stderr when stderr is a terminal.\n" REMOTE_HELP);
-            return MF_EXIT_OK;
-        }
-        return mf_cli_usage_error("push", "unknown option");
-    }
+    int rc =
+        remote__args("push", argc, argv,
+                     "usage: modelfleet push [--json] [--url URL] [--token TOKEN] PKG\n\n"
+                     "Uploads PKG to the server, which verifies it, signs it with its key and\n"
+                     "stores it (needs an operator or admin token). Prints\n"
+                     "  pushed MODEL VERSION (RUNTIME:HARDWARE) ID\n"
+                     "or 'already stored: ...' when these exact bytes were pushed before.\n"
+                     "A progress bar goes to stderr when stderr is a terminal.\n" REMOTE_HELP,
+                     &o);
+    if (rc >= 0)
+        return rc;
     if (optind != argc - 1)
         return mf_cli_usage_error("push", "expected one package");
     const char *path = argv[optind];
@@ -420,7 +435,7 @@ int mf_cli_push(int argc, char **argv)
         mf_diag_set(&diag, MF_ERR_IO, path, "not a regular file");
         return mf_cli_fail("push", &diag);
     }
-    int rc = remote__open(&r, "push", &o);
+    rc = remote__open(&r, "push", &o);
     if (rc != MF_EXIT_OK)
         return rc;
     const char *base = strrchr(path, '/');
@@ -561,31 +576,24 @@ static void models__version(const json_t *body)
 
 int mf_cli_models(int argc, char **argv)
 {
-    static const struct option opts[] = {REMOTE_LONGOPTS, {0}};
     struct remote_opts o = {0};
     struct remote r;
     struct mf_client_resp resp = {0};
-    int c;
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
-            continue;
-        if (c == 'h') {
-            printf(
-                "usage: modelfleet models [--json] [--url URL] [--token TOKEN] [NAME [VERSION]]\n"
-                "\n"
-                "Without NAME: every model with its number of versions and the latest one.\n"
-                "With NAME: each version and its variants (one package per runtime and\n"
-                "hardware classes). With NAME VERSION: the variants in full, with their\n"
-                "ids, keys and acceptance thresholds. Needs a viewer token.\n" REMOTE_HELP);
-            return MF_EXIT_OK;
-        }
-        return mf_cli_usage_error("models", "unknown option");
-    }
+    int rc = remote__args(
+        "models", argc, argv,
+        "usage: modelfleet models [--json] [--url URL] [--token TOKEN] [NAME [VERSION]]\n"
+        "\n"
+        "Without NAME: every model with its number of versions and the latest one.\n"
+        "With NAME: each version and its variants (one package per runtime and\n"
+        "hardware classes). With NAME VERSION: the variants in full, with their\n"
+        "ids, keys and acceptance thresholds. Needs a viewer token.\n" REMOTE_HELP,
+        &o);
+    if (rc >= 0)
+        return rc;
     int nargs = argc - optind;
     if (nargs > 2)
         return mf_cli_usage_error("models", "expected at most NAME and VERSION");
-    int rc = remote__open(&r, "models", &o);
+    rc = remote__open(&r, "models", &o);
     if (rc != MF_EXIT_OK)
         return rc;
     char *path;
@@ -895,28 +903,22 @@ static void fleet__print(const json_t *body)
 
 int mf_cli_fleet(int argc, char **argv)
 {
-    static const struct option opts[] = {REMOTE_LONGOPTS, {0}};
     struct remote_opts o = {0};
     struct remote r;
     struct mf_client_resp resp = {0};
-    int c;
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
-            continue;
-        if (c == 'h') {
-            printf("usage: modelfleet fleet [--json] [--url URL] [--token TOKEN]\n\n"
-                   "The fleet at a glance: how many devices, how many online, and a table of\n"
-                   "hardware class x model x version with online and offline counts (a device\n"
-                   "running two models counts in two rows; '(none)' runs no model).\n"
-                   "Needs a viewer token.\n" REMOTE_HELP);
-            return MF_EXIT_OK;
-        }
-        return mf_cli_usage_error("fleet", "unknown option");
-    }
+    int rc =
+        remote__args("fleet", argc, argv,
+                     "usage: modelfleet fleet [--json] [--url URL] [--token TOKEN]\n\n"
+                     "The fleet at a glance: how many devices, how many online, and a table of\n"
+                     "hardware class x model x version with online and offline counts (a device\n"
+                     "running two models counts in two rows; '(none)' runs no model).\n"
+                     "Needs a viewer token.\n" REMOTE_HELP,
+                     &o);
+    if (rc >= 0)
+        return rc;
     if (optind != argc)
         return mf_cli_usage_error("fleet", "unexpected argument '%s'", argv[optind]);
-    int rc = remote__open(&r, "fleet", &o);
+    rc = remote__open(&r, "fleet", &o);
     if (rc != MF_EXIT_OK)
         return rc;
     rc = remote__get(&r, "/fleet/summary", "viewer", &resp);

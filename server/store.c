@@ -72,11 +72,12 @@ enum mf_err mf_store_json(struct mf_db *db, const char *sql, int n, const char *
     return MF_OK;
 }
 
-static void store__bytea(char out[2 + 2 * MF_HASH_BYTES + 1], const uint8_t h[MF_HASH_BYTES])
+/* PostgreSQL's hex text form of bytea: "\\x" + hex. out holds 2 + 2n + 1. */
+static void store__bytea(char *out, const uint8_t *p, size_t n)
 {
     out[0] = '\\';
     out[1] = 'x';
-    mf_hex_encode(out + 2, h, MF_HASH_BYTES);
+    mf_hex_encode(out + 2, p, n);
 }
 
 static void store__audit(struct mf_db *db, const char *actor, const char *action,
@@ -110,7 +111,7 @@ enum mf_err mf_store_authenticate(struct mf_db *db, const char *header, struct m
                            "the Authorization header must be \"Bearer <token>\"");
     if (mf_secret_hash(secret, h, &device) != MF_OK)
         return mf_diag_set(diag, MF_ERR_AUTH, "", "the bearer token is malformed");
-    store__bytea(hb, h);
+    store__bytea(hb, h, MF_HASH_BYTES);
     if (device) {
         rc = mf_db_exec(db, "SELECT id FROM devices WHERE credential_hash = $1::bytea", 1, p, &res,
                         diag);
@@ -182,7 +183,7 @@ enum mf_err mf_store_token_create(struct mf_db *db, const struct mf_token_spec *
     enum mf_err rc;
 
     mf_secret_new(MF_SECRET_API, secret, h);
-    store__bytea(hb, h);
+    store__bytea(hb, h, MF_HASH_BYTES);
     snprintf(uses, sizeof uses, "%lld", (long long)t->max_uses);
     snprintf(exp, sizeof exp, "%lld", (long long)t->expires_in);
     const char *p[6] = {t->name, mf_role_name(t->role), hb, t->created_by, exp, uses};
@@ -238,9 +239,7 @@ enum mf_err mf_store_key_register(struct mf_db *db, const struct mf_key_pub *k,
     char hex[2 + 2 * sizeof k->pk + 1];
     const char *p[2] = {k->id, hex};
 
-    hex[0] = '\\';
-    hex[1] = 'x';
-    mf_hex_encode(hex + 2, k->pk, sizeof k->pk);
+    store__bytea(hex, k->pk, sizeof k->pk);
     return mf_db_exec(db,
                       "INSERT INTO signing_keys (key_id, public_key) VALUES ($1, $2::bytea)"
                       " ON CONFLICT (key_id) DO UPDATE SET last_used = now()",
@@ -456,7 +455,7 @@ enum mf_err mf_store_device_enroll(struct mf_db *db, const struct mf_enroll *e,
     enum mf_err rc;
 
     mf_secret_new(MF_SECRET_DEVICE, credential, h);
-    store__bytea(hb, h);
+    store__bytea(hb, h, MF_HASH_BYTES);
     snprintf(tid, sizeof tid, "%lld", (long long)e->token_id);
     const char *pt[1] = {tid};
     const char *pd[6] = {e->device_id,     e->hw_class, hb,
