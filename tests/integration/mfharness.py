@@ -195,6 +195,15 @@ class Suite:
         return s
 
     # --- running ----------------------------------------------------------
+    def start_with_roles(self, **config):
+        """A started server with an admin, an operator and a viewer token and a
+        packed fixture (S.srv, S.admin, S.op, S.viewer, S.pkg)."""
+        self.srv = self.server(**config).start()
+        self.admin = self.srv.token("admin", "root")
+        self.op = self.srv.token("operator", "ci")
+        self.viewer = self.srv.token("viewer", "dash")
+        self.pkg = self.pack(os.path.join(self.tmpdir("p"), "d.mfpkg"))
+
     def case(self, fn):
         self.cases.append(fn)
         return fn

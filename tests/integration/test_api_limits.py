@@ -55,11 +55,7 @@ def expect_nothing_stored(srv, before, what, timeout=5, settle=0.0):
 
 @S.case
 def setup():
-    S.srv = S.server(max_upload="1M").start()
-    S.admin = S.srv.token("admin", "root")
-    S.op = S.srv.token("operator", "ci")
-    S.viewer = S.srv.token("viewer", "dash")
-    S.pkg = S.pack(os.path.join(S.tmpdir("p"), "d.mfpkg"))
+    S.start_with_roles(max_upload="1M")
     S.base = stored_state(S.srv)
 
 
