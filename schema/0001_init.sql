@@ -61,10 +61,12 @@ CREATE TABLE package_hardware (
     model    text NOT NULL,
     version  text NOT NULL,
     hw_class text NOT NULL,
-    package  text NOT NULL REFERENCES packages (id) ON DELETE CASCADE,
+    package  text COLLATE "C" NOT NULL REFERENCES packages (id) ON DELETE CASCADE,
     PRIMARY KEY (model, version, hw_class)
 );
 
+-- Ids compare bytewise (COLLATE "C") everywhere they appear, so joins and
+-- keyset pagination use the indexes whatever the database's default collation.
 CREATE TABLE devices (
     id              text COLLATE "C" PRIMARY KEY
                     CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
@@ -85,10 +87,10 @@ CREATE INDEX devices_online ON devices (online, id);
 
 -- What each device reports running, per model.
 CREATE TABLE device_models (
-    device_id        text NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    device_id        text COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
     model            text NOT NULL,
     version          text NOT NULL,
-    package          text,             -- NULL for an install the server never saw
+    package          text COLLATE "C", -- NULL for an install the server never saw
     previous_version text,
     updated_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (device_id, model)
@@ -98,7 +100,7 @@ CREATE INDEX device_models_model_version ON device_models (model, version, devic
 
 -- "What should device X run": the signed desired state, seq grows per device.
 CREATE TABLE desired_states (
-    device_id    text PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+    device_id    text COLLATE "C" PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
     seq          bigint NOT NULL CHECK (seq > 0),
     body         jsonb NOT NULL,
     payload      text NOT NULL,        -- the exact signed bytes published
@@ -138,7 +140,7 @@ CREATE TABLE rollout_stages (
 -- Which devices a rollout has taken, in which stage (bucket in [0,1)).
 CREATE TABLE rollout_devices (
     rollout_id  bigint NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,
-    device_id   text NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    device_id   text COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
     stage       integer NOT NULL,
     bucket      double precision NOT NULL,
     from_version text,
@@ -149,12 +151,12 @@ CREATE TABLE rollout_devices (
 -- Benchmark reports; the hot path is "reports for rollout R stage S".
 CREATE TABLE reports (
     id          bigserial PRIMARY KEY,
-    device_id   text NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    device_id   text COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
     rollout_id  bigint REFERENCES rollouts (id) ON DELETE SET NULL,
     stage       integer,
     model       text NOT NULL,
     version     text NOT NULL,
-    package     text,
+    package     text COLLATE "C",
     hw_class    text NOT NULL,
     valid       boolean NOT NULL,
     body        jsonb NOT NULL,
@@ -166,7 +168,7 @@ CREATE INDEX reports_device ON reports (device_id, id);
 -- Device events (install, activate, refuse, rollback, ...).
 CREATE TABLE events (
     id          bigserial PRIMARY KEY,
-    device_id   text REFERENCES devices (id) ON DELETE CASCADE,
+    device_id   text COLLATE "C" REFERENCES devices (id) ON DELETE CASCADE,
     rollout_id  bigint REFERENCES rollouts (id) ON DELETE SET NULL,
     kind        text NOT NULL,
     model       text,

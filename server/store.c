@@ -41,20 +41,26 @@ const char mf_store_sql_fleet_summary[] =
     " FILTER (WHERE f.model <> '*' AND f.devices > 0), '[]'::json))::text"
     " FROM fleet_counts f";
 
+/* GET /devices. Two static statements, so that the planner sees a plain
+ * semi-join when a model is named and nothing to join when none is (an
+ * optional filter written as "$2 IS NULL OR EXISTS (...)" cannot be planned as
+ * a join); the caller picks one, the values stay parameters. */
+#define DEVICES_SQL(model_filter)                                                                  \
+    "SELECT json_build_object('devices',"                                                          \
+    " coalesce(json_agg(s.j ORDER BY s.id) FILTER (WHERE s.rn <= $6::integer), '[]'::json),"       \
+    " 'next', CASE WHEN count(*) > $6::integer"                                                    \
+    " THEN max(s.id) FILTER (WHERE s.rn <= $6::integer) END)::text"                                \
+    " FROM (SELECT d.id, row_number() OVER (ORDER BY d.id) AS rn, " DEV_JSON " AS j"               \
+    " FROM devices d"                                                                              \
+    " WHERE ($1::text IS NULL OR d.hw_class = $1::text)"                                           \
+    " AND ($4::boolean IS NULL OR d.online = $4::boolean)"                                         \
+    " AND ($5::text IS NULL OR d.id > $5::text) AND " model_filter                                 \
+    " ORDER BY d.id LIMIT $6::integer + 1) s"
+
 const char mf_store_sql_devices[] =
-    "SELECT json_build_object('devices',"
-    " coalesce(json_agg(s.j ORDER BY s.id) FILTER (WHERE s.rn <= $6::integer), '[]'::json),"
-    " 'next', CASE WHEN count(*) > $6::integer"
-    " THEN max(s.id) FILTER (WHERE s.rn <= $6::integer) END)::text"
-    " FROM (SELECT d.id, row_number() OVER (ORDER BY d.id) AS rn, " DEV_JSON " AS j"
-    " FROM devices d"
-    " WHERE ($1::text IS NULL OR d.hw_class = $1::text)"
-    " AND ($4::boolean IS NULL OR d.online = $4::boolean)"
-    " AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM device_models m2"
-    " WHERE m2.device_id = d.id AND m2.model = $2::text"
-    " AND ($3::text IS NULL OR m2.version = $3::text)))"
-    " AND ($5::text IS NULL OR d.id > $5::text)"
-    " ORDER BY d.id LIMIT $6::integer + 1) s";
+    DEVICES_SQL("EXISTS (SELECT 1 FROM device_models m2 WHERE m2.device_id = d.id"
+                " AND m2.model = $2::text AND ($3::text IS NULL OR m2.version = $3::text))");
+static const char store__sql_devices_any[] = DEVICES_SQL("$2::text IS NULL AND $3::text IS NULL");
 
 enum mf_err mf_store_json(struct mf_db *db, const char *sql, int n, const char *const *params,
                           char **out, struct mf_diag *diag)
@@ -499,7 +505,8 @@ enum mf_err mf_store_devices(struct mf_db *db, const struct mf_device_filter *f,
     char lim[16];
     snprintf(lim, sizeof lim, "%d", f->limit);
     const char *p[6] = {f->hw_class, f->model, f->version, f->online, f->after, lim};
-    return mf_store_json(db, mf_store_sql_devices, 6, p, json, diag);
+    return mf_store_json(db, f->model ? mf_store_sql_devices : store__sql_devices_any, 6, p, json,
+                         diag);
 }
 
 enum mf_err mf_store_device(struct mf_db *db, const char *id, char **json, struct mf_diag *diag)

@@ -107,7 +107,8 @@ MF_MUST_CHECK enum mf_err mf_store_device_delete(struct mf_db *db, const char *i
 MF_MUST_CHECK enum mf_err mf_store_fleet_summary(struct mf_db *db, char **json,
                                                  struct mf_diag *diag);
 
-/* The SQL of the two benchmarked reads, exported so bench/ runs the same text. */
+/* The SQL of the two benchmarked reads (the devices one: with a model filter),
+ * exported so bench/ runs the same text. */
 extern const char mf_store_sql_fleet_summary[];
 extern const char mf_store_sql_devices[];
 
