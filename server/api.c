@@ -518,6 +518,7 @@ static void api__token_revoke(struct mf_http_req *req)
     if (api__digits(req->param[0]))
         rc = mf_store_token_revoke(req->db, req->param[0], req->who.name, &diag);
     if (rc == MF_OK) {
+        mf_http_auth_invalidate();
         mf_http_empty(req, 204);
         return;
     }
@@ -664,6 +665,7 @@ static void api__device_delete(struct mf_http_req *req)
     if (mf_pkg_name_ok(req->param[0]))
         rc = mf_store_device_delete(req->db, req->param[0], req->who.name, &diag);
     if (rc == MF_OK) {
+        mf_http_auth_invalidate();
         mf_log(MF_LOG_INFO, "device decommissioned device=%s by=%s", req->param[0], req->who.name);
         mf_http_empty(req, 204);
         return;

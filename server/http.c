@@ -155,6 +155,60 @@ const char *mf_http_header_in(const struct mf_http_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+/* ---- authentication cache ------------------------------------------------ */
+
+/* Each worker thread remembers the credentials it verified in the last
+ * HTTP_AUTH_TTL_NS, so a client's next request costs no extra statement. A
+ * revocation through this server (token revoke, device decommission) bumps
+ * http__auth_gen and empties every cache at once; one made directly in the
+ * database takes effect within the TTL. */
+#define HTTP_AUTH_SLOTS  32
+#define HTTP_AUTH_TTL_NS (2LL * 1000 * 1000 * 1000)
+
+struct http__auth_slot {
+    uint8_t key[MF_HASH_BYTES]; /* BLAKE2b-256 of the Authorization header */
+    struct mf_principal who;
+    int64_t until;
+    unsigned gen;
+};
+
+static __thread struct http__auth_slot http__auth[HTTP_AUTH_SLOTS];
+static __thread unsigned http__auth_next;
+static unsigned http__auth_gen = 1;
+
+void mf_http_auth_invalidate(void)
+{
+    __atomic_add_fetch(&http__auth_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+static enum mf_err http__authenticate(struct mf_http_req *req, struct mf_diag *diag)
+{
+    const char *header = mf_http_header_in(req, MHD_HTTP_HEADER_AUTHORIZATION);
+    unsigned gen = __atomic_load_n(&http__auth_gen, __ATOMIC_SEQ_CST);
+    int64_t now = mf_clock_mono_ns();
+    uint8_t key[MF_HASH_BYTES];
+
+    if (!header)
+        return mf_store_authenticate(req->db, NULL, &req->who, diag);
+    mf_hash_bytes(key, header, strlen(header));
+    for (size_t i = 0; i < HTTP_AUTH_SLOTS; i++) {
+        struct http__auth_slot *s = &http__auth[i];
+        if (s->gen == gen && s->until > now && memcmp(s->key, key, sizeof key) == 0) {
+            req->who = s->who;
+            return MF_OK;
+        }
+    }
+    enum mf_err rc = mf_store_authenticate(req->db, header, &req->who, diag);
+    if (rc == MF_OK) {
+        struct http__auth_slot *s = &http__auth[http__auth_next++ % HTTP_AUTH_SLOTS];
+        memcpy(s->key, key, sizeof key);
+        s->who = req->who;
+        s->until = now + HTTP_AUTH_TTL_NS;
+        s->gen = gen;
+    }
+    return rc;
+}
+
 /* ---- routing ------------------------------------------------------------ */
 
 /* Matches "/a/{}/b" against a path; fills param[] (malloc'd) on success. */
@@ -249,8 +303,7 @@ static void http__begin(const struct http__daemon *d, struct mf_http_req *req, c
 
     if (req->route->allow) {
         struct mf_diag diag = {0};
-        if (mf_store_authenticate(req->db, mf_http_header_in(req, MHD_HTTP_HEADER_AUTHORIZATION),
-                                  &req->who, &diag) != MF_OK) {
+        if (http__authenticate(req, &diag) != MF_OK) {
             mf_http_error_diag(req, &diag);
             return;
         }

@@ -68,6 +68,9 @@ MF_MUST_CHECK enum mf_err mf_http_start(struct mf_server *srv, const struct mf_r
 void mf_http_drain(struct mf_server *srv, int seconds);
 void mf_http_stop(struct mf_server *srv);
 
+/* Forgets every verified credential (all threads): call after revoking one. */
+void mf_http_auth_invalidate(void);
+
 /* Responses (each replaces any earlier one). */
 void mf_http_json(struct mf_http_req *req, unsigned status, json_t *body); /* steals body */
 void mf_http_json_text(struct mf_http_req *req, unsigned status, const char *text, size_t len);
