@@ -32,8 +32,8 @@ const struct mf_cfg_key mf_server_config_table[] = {
     {"max_json_body", MF_CFG_SIZE, SO(max_json_body), "64K", 256, 16777216.0,
      "largest JSON request body"},
     {"max_json_depth", MF_CFG_INT, SO(max_json_depth), "32", 2, 1000, "deepest JSON nesting"},
-    {"http_threads", MF_CFG_INT, SO(http_threads), "4", 1, 256,
-     "HTTP worker threads (each with its own database connection)"},
+    {"http_threads", MF_CFG_INT, SO(http_threads), "0", 0, 256,
+     "HTTP worker threads, each with its own database connection (0 = one per CPU)"},
     {"db_connect_timeout", MF_CFG_INT, SO(db_connect_timeout), "3", 1, 300,
      "seconds to wait for a database connection"},
     {"shutdown_timeout", MF_CFG_INT, SO(shutdown_timeout), "10", 0, 3600,
@@ -188,6 +188,12 @@ enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_d
         return mf_diag_set(diag, MF_ERR_USAGE, "require_publisher_signature",
                            "is true but publisher_keys lists no key");
     return MF_OK;
+}
+
+unsigned mf_server_http_threads(const struct mf_server_config *c)
+{
+    long n = c->http_threads > 0 ? (long)c->http_threads : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1u : (unsigned)n;
 }
 
 void mf_server_config_free(struct mf_server_config *c)

@@ -21,7 +21,7 @@ struct mf_server_config {
     uint64_t max_upload;
     uint64_t max_json_body;
     int64_t max_json_depth;
-    int64_t http_threads;
+    int64_t http_threads;       /* 0 = one per online CPU: see mf_server_http_threads() */
     int64_t db_connect_timeout; /* seconds */
     int64_t shutdown_timeout;   /* seconds to let requests finish on SIGTERM */
     char *mqtt_broker;          /* host:port (the bus lands with rollouts) */
@@ -43,6 +43,9 @@ MF_MUST_CHECK enum mf_err mf_server_config_check(const struct mf_server_config *
 
 /* Splits "host:port" (host may be "[v6]"); host is malloc'd. */
 MF_MUST_CHECK enum mf_err mf_server_split_hostport(const char *s, char **host, int *port);
+
+/* The HTTP worker count: http_threads, or the number of online CPUs for 0. */
+unsigned mf_server_http_threads(const struct mf_server_config *c);
 
 void mf_server_config_free(struct mf_server_config *c);
 

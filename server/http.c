@@ -519,7 +519,7 @@ enum mf_err mf_http_start(struct mf_server *srv, const struct mf_route *routes, 
         flags |= MHD_USE_IPv6;
     srv->mhd = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, http__access, d, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.http_threads, MHD_OPTION_NOTIFY_COMPLETED,
+        MHD_OPTION_THREAD_POOL_SIZE, mf_server_http_threads(&srv->cfg), MHD_OPTION_NOTIFY_COMPLETED,
         http__completed, d, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_EXTERNAL_LOGGER, http__logger, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, http__unescape, NULL, MHD_OPTION_END);

@@ -146,8 +146,8 @@ static int server__serve(int argc, char **argv, int first)
         rc = server__fail("http", &diag);
         goto out;
     }
-    mf_log(MF_LOG_INFO, "modelfleet-server %s listening on %s key=%s threads=%lld", MF_VERSION,
-           s.cfg.listen, s.key.pub.id, (long long)s.cfg.http_threads);
+    mf_log(MF_LOG_INFO, "modelfleet-server %s listening on %s key=%s threads=%u", MF_VERSION,
+           s.cfg.listen, s.key.pub.id, mf_server_http_threads(&s.cfg));
     do {
         sig = sigwaitinfo(&sigs, NULL);
     } while (sig < 0);

@@ -666,7 +666,8 @@ static void test_config_defaults(void **state)
     assert_int_equal(c.max_upload, UINT64_C(4) << 30);
     assert_int_equal(c.max_json_body, 64 * 1024);
     assert_int_equal(c.max_json_depth, 32);
-    assert_int_equal(c.http_threads, 4);
+    assert_int_equal(c.http_threads, 0);
+    assert_true(mf_server_http_threads(&c) >= 1);
     assert_false(c.require_publisher_signature);
     assert_int_equal(c.publisher_keys.n, 0);
     mf_server_config_free(&c);
@@ -759,7 +760,7 @@ static void test_config_refused(void **state)
     assert_null(c.listen); /* freed on error */
 
     /* out of range in the file */
-    write_text(f->file, "http_threads = 0\n");
+    write_text(f->file, "http_threads = 257\n");
     assert_int_equal(cfg_load(&c, &d, 3, a1), MF_ERR_PARSE);
     assert_non_null(strstr(d.what, "http_threads"));
     write_text(f->file, "max_upload = 1\n");
@@ -786,7 +787,7 @@ static void test_config_refused(void **state)
     assert_null(c.listen);
 
     /* out of range and malformed as flags */
-    char *a5[] = {"serve", "--http-threads", "0", NULL};
+    char *a5[] = {"serve", "--http-threads", "-1", NULL};
     assert_int_equal(cfg_load(&c, &d, 3, a5), MF_ERR_PARSE);
     char *a6[] = {"serve", "--http-threads=257", NULL};
     assert_int_equal(cfg_load(&c, &d, 2, a6), MF_ERR_PARSE);
