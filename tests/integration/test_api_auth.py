@@ -173,6 +173,10 @@ def method_not_allowed_and_unknown_routes():
     r = expect(S.srv.req("PUT", "/models", token=S.viewer, body=b"{}"), 405, "method_not_allowed",
                what="PUT /models")
     check(r.header("Allow"), "405 without Allow header")
+    r = expect(S.srv.req("DELETE", "/packages", token=S.admin), 405, "method_not_allowed",
+               what="DELETE /packages")
+    allow = [m.strip() for m in (r.header("Allow") or "").split(",")]
+    check(sorted(allow) == ["GET", "HEAD", "POST"], "Allow of /packages: %r" % r.header("Allow"))
     expect(S.srv.get("/nosuch", S.viewer), 404, "not_found", what="unknown route")
     expect(S.srv.get("/api/v2/models", S.viewer), 404, what="unknown API version")
     expect(S.srv.get("/models?bogus=1", S.viewer), 400, "bad_request", what="unknown query parameter")

@@ -159,6 +159,8 @@ def hostile_packages_refused_and_nothing_stored():
             fails.append("%s: want 422 package_refused/%s, got %s" % (name, reason, r.brief()[:200]))
         elif not r.json.get("message"):
             fails.append("%s: no message" % name)
+        elif "upload-" in r.body.decode() or S.srv.data_dir in r.body.decode():
+            fails.append("%s: the refusal shows a server path: %s" % (name, r.brief()[:200]))
     check(not fails, "hostile packages:\n    " + "\n    ".join(fails))
     expect_nothing_stored(S.srv, S.base, "hostile packages")
     # manifest-over-cap is over max_upload (1 MiB) too: refused either way.

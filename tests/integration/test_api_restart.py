@@ -107,4 +107,37 @@ def enroll_token_uses_survive_restart():
     check(ids == ["pi-1", "pi-2"], "devices after restart: %r" % ids)
 
 
+@S.case
+def sigterm_lets_an_upload_in_flight_finish():
+    # SIGTERM arrives while a package is half uploaded: the server stops taking
+    # new connections but finishes this request (shutdown_timeout), then exits 0.
+    import socket
+    import threading
+    import time
+    data = open(S.pack(os.path.join(S.tmpdir("p"), "4.0.0.mfpkg"), version="4.0.0"), "rb").read()
+    s = socket.create_connection(("127.0.0.1", S.srv.port), timeout=15)
+    s.sendall(("POST /api/v1/packages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+               "Connection: close\r\n\r\n" % (S.op, len(data))).encode())
+    half = len(data) // 2
+    s.sendall(data[:half])
+    time.sleep(0.3)  # the server has the first half
+    stopper = threading.Thread(target=S.srv.stop)  # asserts exit 0
+    stopper.start()
+    time.sleep(0.5)  # SIGTERM delivered and handled; the upload is still open
+    check(S.srv.proc is not None and S.srv.proc.poll() is None, "server exited with an upload in flight")
+    s.sendall(data[half:])
+    resp = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        resp += chunk
+    s.close()
+    stopper.join(15)
+    check(resp.startswith(b"HTTP/1.1 201"), "upload cut by SIGTERM: %r" % resp[:200])
+    S.srv.start()
+    expect(S.srv.get("/models/digits/versions/4.0.0", S.viewer), 200, what="package pushed during shutdown")
+
+
 S.run()
