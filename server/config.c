@@ -2,6 +2,7 @@
 #include "server/config.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,19 +155,29 @@ enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_d
     enum mf_err rc;
 
     if (mf_server_split_hostport(c->listen, &host, &port) != MF_OK)
-        return mf_diag_set(diag, MF_ERR_USAGE, "listen", "\"%s\" is not host:port", c->listen);
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "listen", "\"%s\" is not host:port", c->listen);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &ai);
+    if (ai)
+        freeaddrinfo(ai);
+    if (gai != 0) {
+        rc = mf_diag_set(diag, MF_ERR_SCHEMA, "listen",
+                         "\"%s\" is not a numeric address (use 127.0.0.1, 0.0.0.0 or [::1])", host);
+        free(host);
+        return rc;
+    }
     free(host);
     if (mf_server_split_hostport(c->mqtt_broker, &host, &port) != MF_OK)
-        return mf_diag_set(diag, MF_ERR_USAGE, "mqtt_broker", "\"%s\" is not host:port",
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "mqtt_broker", "\"%s\" is not host:port",
                            c->mqtt_broker);
     free(host);
     if (mf_log_parse_level(c->log_level, &lvl) != MF_OK)
-        return mf_diag_set(diag, MF_ERR_USAGE, "log_level", "\"%s\" is not debug|info|warn|error",
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "log_level", "\"%s\" is not debug|info|warn|error",
                            c->log_level);
     if (!c->database_url || !*c->database_url)
-        return mf_diag_set(diag, MF_ERR_USAGE, "database_url", "is empty");
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "database_url", "is empty");
     if (stat(c->data_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return mf_diag_set(diag, MF_ERR_USAGE, "data_dir", "%s is not a directory", c->data_dir);
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "data_dir", "%s is not a directory", c->data_dir);
     if (access(c->data_dir, W_OK | X_OK) != 0)
         return mf_diag_errno(diag, errno, "data_dir", "%s is not writable", c->data_dir);
     rc = mf_key_secret_load(c->signing_key, &key, diag);
@@ -185,7 +196,7 @@ enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_d
     }
     mf_keyring_free(&ring);
     if (c->require_publisher_signature && c->publisher_keys.n == 0)
-        return mf_diag_set(diag, MF_ERR_USAGE, "require_publisher_signature",
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "require_publisher_signature",
                            "is true but publisher_keys lists no key");
     return MF_OK;
 }

@@ -37,7 +37,9 @@ extern const struct mf_cfg_key mf_server_config_table[];
 MF_MUST_CHECK enum mf_err mf_server_config_load(struct mf_server_config *c, int argc, char **argv,
                                                 int first, struct mf_diag *diag);
 
-/* Semantic checks: listen address, data_dir, signing key, publisher keys. */
+/* Semantic checks: listen address (numeric), data_dir, signing key,
+ * publisher keys. A wrong value is MF_ERR_SCHEMA (or the key loader's code),
+ * never MF_ERR_USAGE: that is kept for a malformed command line. */
 MF_MUST_CHECK enum mf_err mf_server_config_check(const struct mf_server_config *c,
                                                  struct mf_diag *diag);
 

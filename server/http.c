@@ -372,9 +372,11 @@ static int http__body(struct mf_http_req *req, const char *data, size_t size)
 static enum MHD_Result http__send(struct mf_http_req *req, const char *url)
 {
     enum MHD_Result rc = MHD_queue_response(req->conn, req->status, req->resp);
-    enum mf_log_level lvl = req->status >= 500                                   ? MF_LOG_WARN
-                            : strcmp(req->method, "GET") == 0 && !req->log_error ? MF_LOG_DEBUG
-                                                                                 : MF_LOG_INFO;
+    enum mf_log_level lvl =
+        req->status >= 500 ? MF_LOG_WARN
+        : (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0) && !req->log_error
+            ? MF_LOG_DEBUG
+            : MF_LOG_INFO;
     mf_log(lvl, "http method=%s path=%s status=%u who=%s%s%s", req->method, url, req->status,
            req->who.role ? req->who.name : "-", req->log_error ? " error=" : "",
            req->log_error ? req->log_error : "");

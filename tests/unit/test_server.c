@@ -1074,6 +1074,22 @@ static void test_blobs_commit(void **state)
     tmpdir_free(dir);
 }
 
+/* --check-config refuses what serve would refuse: a host name for listen. */
+static void test_config_check_listen(void **state)
+{
+    struct mf_server_config c;
+    struct mf_diag d = {0};
+    (void)state;
+    mf_cfg_defaults(mf_server_config_table, &c);
+    assert_int_equal(mf_cfg_set(mf_server_config_table, &c, "listen", "localhost:8080", &d), MF_OK);
+    assert_int_equal(mf_server_config_check(&c, &d), MF_ERR_SCHEMA);
+    assert_string_equal(d.where, "listen");
+    assert_non_null(strstr(d.what, "numeric"));
+    assert_int_equal(mf_cfg_set(mf_server_config_table, &c, "listen", "127.0.0.1:x", &d), MF_OK);
+    assert_int_equal(mf_server_config_check(&c, &d), MF_ERR_SCHEMA);
+    mf_server_config_free(&c);
+}
+
 int main(void)
 {
     mf_crypto_init();
@@ -1096,6 +1112,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_file_and_flags, cfg_setup, cfg_teardown),
         cmocka_unit_test_setup_teardown(test_config_refused, cfg_setup, cfg_teardown),
         cmocka_unit_test(test_split_hostport),
+        cmocka_unit_test(test_config_check_listen),
         cmocka_unit_test(test_blobs_id),
         cmocka_unit_test(test_blobs_open_cleans_tmp),
         cmocka_unit_test(test_blobs_commit),
