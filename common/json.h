@@ -27,4 +27,9 @@ size_t mf_json_depth(const void *data, size_t len, size_t stop);
 MF_MUST_CHECK enum mf_err mf_json_only(const json_t *obj, const char *const *allowed,
                                        struct mf_diag *diag);
 
+/* Replaces, in place, every byte of s that is not part of a valid UTF-8
+ * sequence with '?', so text cut from network input (paths, archive entry
+ * names) can go into a JSON string. Returns s. */
+char *mf_utf8_sanitize(char *s);
+
 #endif

@@ -45,6 +45,11 @@ void mf_log(enum mf_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    /* Values from the network end up in log lines: a newline or escape there
+     * could forge a line or a terminal sequence. One event, one line. */
+    for (char *c = line; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     /* One write per line so concurrent writers do not interleave. */
     fprintf(stderr, "%s %s %s\n", stamp, log__names[level], line);
 }

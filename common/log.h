@@ -14,7 +14,8 @@ enum mf_log_level mf_log_get_level(void);
 /* Parses "debug|info|warn|error"; returns MF_ERR_USAGE otherwise. */
 enum mf_err mf_log_parse_level(const char *name, enum mf_log_level *out);
 
-/* "2026-11-22T02:46:13Z warn <msg>\n" on stderr. */
+/* "2026-11-22T02:46:13Z warn <msg>\n" on stderr; control characters in msg
+ * are written as '?'. */
 void mf_log(enum mf_log_level level, const char *fmt, ...) MF_PRINTF(2, 3);
 
 #endif

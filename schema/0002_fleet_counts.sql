@@ -10,7 +10,11 @@
 -- upsert, not N. A device's model rows must be deleted before the device
 -- (the foreign key no longer cascades), so every count change is seen by a
 -- trigger while the device row still exists. Groups are upserted in key
--- order, so concurrent writers lock them in the same order.
+-- order, so concurrent writers lock them in the same order. Rules for
+-- writers: a device's id never changes (enforced), and one statement writes
+-- either devices or device_models, not both (a data-modifying WITH that
+-- updates a device and inserts its models would be counted from one
+-- snapshot). TRUNCATE of either table rebuilds the counts.
 
 ALTER TABLE device_models DROP CONSTRAINT device_models_device_id_fkey,
     ADD CONSTRAINT device_models_device_id_fkey FOREIGN KEY (device_id) REFERENCES devices (id);
@@ -60,8 +64,18 @@ RETURNS void LANGUAGE sql AS $$
     FROM delta;
 $$;
 
+-- Locks the devices a model-row statement touches, in id order, before the
+-- counts are computed: an UPDATE of a device's class or online state (which
+-- takes the same lock) and another statement adding models to it wait, and
+-- mf_fleet_rows, a new statement, then sees what they committed.
+CREATE FUNCTION mf_fleet_lock(ids text[]) RETURNS void LANGUAGE sql AS $$
+    SELECT NULL::void FROM (SELECT 1 FROM devices WHERE id = ANY(ids) ORDER BY id
+                            FOR NO KEY UPDATE) x;
+$$;
+
 CREATE FUNCTION mf_fleet_models_ins() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM mf_fleet_lock(array_agg(DISTINCT device_id)) FROM nt;
     PERFORM mf_fleet_rows(array_agg(device_id), array_agg(model), array_agg(version),
                           array_agg(1::bigint)) FROM nt;
     RETURN NULL;
@@ -70,6 +84,7 @@ $$;
 
 CREATE FUNCTION mf_fleet_models_del() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM mf_fleet_lock(array_agg(DISTINCT device_id)) FROM ot;
     PERFORM mf_fleet_rows(array_agg(device_id), array_agg(model), array_agg(version),
                           array_agg(-1::bigint)) FROM ot;
     RETURN NULL;
@@ -78,6 +93,8 @@ $$;
 
 CREATE FUNCTION mf_fleet_models_upd() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM mf_fleet_lock(array_agg(DISTINCT device_id))
+    FROM (SELECT device_id FROM nt UNION SELECT device_id FROM ot) x;
     PERFORM mf_fleet_rows(array_agg(device_id), array_agg(model), array_agg(version),
                           array_agg(s))
     FROM (SELECT device_id, model, version, 1::bigint AS s FROM nt
@@ -143,10 +160,38 @@ CREATE TRIGGER devices_fleet_upd AFTER UPDATE ON devices
 CREATE TRIGGER devices_fleet_del AFTER DELETE ON devices
     REFERENCING OLD TABLE AS ot FOR EACH STATEMENT EXECUTE FUNCTION mf_fleet_devices_del();
 
+CREATE FUNCTION mf_fleet_id_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a device id never changes (% -> %)', OLD.id, NEW.id
+        USING ERRCODE = 'check_violation';
+END;
+$$;
+
+CREATE TRIGGER devices_id_fixed BEFORE UPDATE OF id ON devices
+    FOR EACH ROW WHEN (NEW.id IS DISTINCT FROM OLD.id) EXECUTE FUNCTION mf_fleet_id_fixed();
+
+-- The counts from scratch (the backfill below, and after a TRUNCATE).
+CREATE FUNCTION mf_fleet_rebuild() RETURNS void LANGUAGE sql AS $$
+    DELETE FROM fleet_counts;
+    INSERT INTO fleet_counts (hw_class, model, version, online, devices)
+    SELECT d.hw_class, coalesce(m.model, ''), coalesce(m.version, ''), d.online, count(*)
+    FROM devices d LEFT JOIN device_models m ON m.device_id = d.id
+    GROUP BY 1, 2, 3, 4
+    UNION ALL
+    SELECT hw_class, '*', '', online, count(*) FROM devices GROUP BY 1, 4;
+$$;
+
+CREATE FUNCTION mf_fleet_rebuild_trg() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM mf_fleet_rebuild();
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER devices_fleet_truncate AFTER TRUNCATE ON devices
+    FOR EACH STATEMENT EXECUTE FUNCTION mf_fleet_rebuild_trg();
+CREATE TRIGGER device_models_fleet_truncate AFTER TRUNCATE ON device_models
+    FOR EACH STATEMENT EXECUTE FUNCTION mf_fleet_rebuild_trg();
+
 -- Backfill for a database that already has devices.
-INSERT INTO fleet_counts (hw_class, model, version, online, devices)
-SELECT d.hw_class, coalesce(m.model, ''), coalesce(m.version, ''), d.online, count(*)
-FROM devices d LEFT JOIN device_models m ON m.device_id = d.id
-GROUP BY 1, 2, 3, 4
-UNION ALL
-SELECT hw_class, '*', '', online, count(*) FROM devices GROUP BY 1, 4;
+SELECT mf_fleet_rebuild();

@@ -117,12 +117,16 @@ static void api__refused(struct mf_http_req *req, const struct mf_diag *diag)
         while (*where == ':' || *where == ' ')
             where++;
     }
-    snprintf(msg, sizeof msg, "%s%s%s", where, *where ? ": " : "", diag->what);
+    char entry[MF_DIAG_WHERE];
+    snprintf(entry, sizeof entry, "%s", where);
+    mf_utf8_sanitize(entry); /* entry names come from the archive */
+    snprintf(msg, sizeof msg, "%s%s%s", entry, *entry ? ": " : "", diag->what);
+    mf_utf8_sanitize(msg);
     req->log_error = "package_refused";
     json_t *body = json_pack("{s:s, s:s, s:s}", "error", "package_refused", "reason",
                              mf_errname(diag->err), "message", msg);
-    if (*where)
-        json_object_set_new(body, "where", json_string(where));
+    if (*entry)
+        json_object_set_new(body, "where", json_string(entry));
     mf_http_json(req, 422, body);
 }
 
@@ -228,7 +232,10 @@ static void api__push(struct mf_http_req *req)
         mf_http_json_text(req, 201, json, strlen(json));
         goto out;
     }
-    if (created && rc != MF_ERR_EXISTS)
+    /* Only a conflict is known to have rolled back with no row for this id;
+     * after any other failure the commit may have happened. A blob no row
+     * names is harmless (content-addressed, never listed). */
+    if (created && rc == MF_ERR_CONFLICT)
         mf_blobs_remove(&s->blobs, id);
     if (rc == MF_ERR_EXISTS) { /* the same bytes won a race with us */
         rc = mf_store_package_get(req->db, id, &json, &diag);
@@ -282,6 +289,30 @@ static void api__package(struct mf_http_req *req)
     api__reply(req, rc, 200, json, &diag);
 }
 
+/* If-None-Match: "*" or a comma-separated list of entity tags, each maybe
+ * W/-prefixed (weak comparison, RFC 9110 13.1.2). */
+static bool api__etag_match(const char *h, const char *etag)
+{
+    size_t el = strlen(etag);
+    if (!h)
+        return false;
+    while (*h) {
+        while (*h == ' ' || *h == '\t' || *h == ',')
+            h++;
+        if (*h == '*')
+            return true;
+        if (strncmp(h, "W/", 2) == 0)
+            h += 2;
+        size_t n = strcspn(h, ",");
+        while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+            n--;
+        if (n == el && strncmp(h, etag, el) == 0)
+            return true;
+        h += strcspn(h, ",");
+    }
+    return false;
+}
+
 static void api__blob(struct mf_http_req *req)
 {
     const char *id = req->param[0];
@@ -315,11 +346,11 @@ static void api__blob(struct mf_http_req *req)
     }
     free(path);
     snprintf(etag, sizeof etag, "\"%s\"", id);
-    const char *inm = mf_http_header_in(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
-    if (inm && (strcmp(inm, "*") == 0 || strstr(inm, id))) {
+    if (api__etag_match(mf_http_header_in(req, MHD_HTTP_HEADER_IF_NONE_MATCH), etag)) {
         close(fd);
         mf_http_empty(req, 304);
         mf_http_header(req, MHD_HTTP_HEADER_ETAG, etag);
+        mf_http_header(req, MHD_HTTP_HEADER_CACHE_CONTROL, "private, max-age=31536000, immutable");
         return;
     }
     const char *range = mf_http_header_in(req, MHD_HTTP_HEADER_RANGE);
@@ -580,9 +611,10 @@ static void api__enroll(struct mf_http_req *req)
             }
             mf_strlist_push(&l, json_string_value(v));
         }
+        /* Quoted elements: an unquoted NULL would be SQL NULL. */
         runtimes = mf_xstrdup("{");
         for (i = 0; i < l.n; i++) {
-            char *next = mf_xasprintf("%s%s%s", runtimes, i ? "," : "", l.v[i]);
+            char *next = mf_xasprintf("%s%s\"%s\"", runtimes, i ? "," : "", l.v[i]);
             free(runtimes);
             runtimes = next;
         }

@@ -32,7 +32,7 @@ static bool blobs__stale(int dir, const char *name)
 
     if (fd < 0)
         return errno == ELOOP; /* a symlink has no business here */
-    if (fstat(fd, &st) == 0 && time(NULL) - st.st_mtime > 60 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+    if (fstat(fd, &st) == 0 && time(NULL) - st.st_mtime > 3600 && flock(fd, LOCK_EX | LOCK_NB) == 0)
         stale = true;
     close(fd);
     return stale;

@@ -19,7 +19,8 @@ struct mf_blobs {
 
 /* Creates the folders if needed. With `sweep`, removes leftovers in tmp/:
  * files no live process holds (uploads keep an flock on their temp file)
- * and untouched for a minute, so a second server sharing data_dir, or a
+ * and untouched for an hour (signing a large upload rewrites it unlocked), so a second server
+ * sharing data_dir, or a
  * --check-config, never deletes an upload in flight. */
 MF_MUST_CHECK enum mf_err mf_blobs_open(struct mf_blobs *b, const char *data_dir, bool sweep,
                                         struct mf_diag *diag);

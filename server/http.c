@@ -53,10 +53,15 @@ void mf_http_json_text(struct mf_http_req *req, unsigned status, const char *tex
 
 void mf_http_json(struct mf_http_req *req, unsigned status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    if (!text)
-        abort(); /* out of memory: allocation failure aborts */
+    if (!text) { /* a value jansson refused: a bug, answered, not a crash */
+        static const char fallback[] =
+            "{\"error\":\"internal\",\"message\":\"the server could not encode its answer\"}";
+        mf_log(MF_LOG_ERROR, "cannot encode a JSON response (status %u)", status);
+        mf_http_json_text(req, 500, fallback, sizeof fallback - 1);
+        return;
+    }
     mf_http_json_text(req, status, text, strlen(text));
     free(text);
 }
@@ -74,6 +79,7 @@ static void http__verror(struct mf_http_req *req, unsigned status, const char *c
 {
     char msg[MF_DIAG_STR_MAX];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    mf_utf8_sanitize(msg); /* it may quote a path or name cut from the request */
     req->log_error = code;
     mf_http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
 }

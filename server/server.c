@@ -66,7 +66,11 @@ static int server__open(struct mf_server *s, int argc, char **argv, int first, b
         return server__fail("config", &diag);
     if (mf_log_parse_level(s->cfg.log_level, &lvl) == MF_OK)
         mf_log_set_level(lvl);
-    pthread_key_create(&s->db_key, server__db_free);
+    s->db_key_ok = pthread_key_create(&s->db_key, server__db_free) == 0;
+    if (!s->db_key_ok) {
+        fprintf(stderr, "modelfleet-server: cannot create a thread key\n");
+        return 1;
+    }
     if (!full)
         return 0;
     if (mf_server_config_check(&s->cfg, &diag) != MF_OK)
@@ -83,10 +87,12 @@ static int server__open(struct mf_server *s, int argc, char **argv, int first, b
 
 static void server__close(struct mf_server *s)
 {
-    struct mf_db *db = pthread_getspecific(s->db_key);
-    mf_db_free(db);
-    pthread_setspecific(s->db_key, NULL);
-    pthread_key_delete(s->db_key);
+    if (s->db_key_ok) {
+        mf_db_free(pthread_getspecific(s->db_key));
+        pthread_setspecific(s->db_key, NULL);
+        pthread_key_delete(s->db_key);
+        s->db_key_ok = false;
+    }
     mf_blobs_close(&s->blobs);
     mf_keyring_free(&s->publishers);
     sodium_memzero(&s->key, sizeof s->key);

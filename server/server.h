@@ -21,6 +21,7 @@ struct mf_server {
     struct mf_keyring publishers; /* trusted publisher keys */
     struct mf_blobs blobs;
     pthread_key_t db_key; /* per-thread struct mf_db */
+    bool db_key_ok;       /* db_key was created */
     struct MHD_Daemon *mhd;
     void *http; /* http.c's routing state */
 };

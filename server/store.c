@@ -288,20 +288,23 @@ enum mf_err mf_store_package_get(struct mf_db *db, const char *id, char **json,
                          json, diag);
 }
 
-/* "{a,b}" from names that mf_pkg_name_ok() accepted (no quoting needed). */
+/* "{"a","b"}" from names that mf_pkg_name_ok() accepted (no quote or
+ * backslash inside); quoted, because a bare NULL would be SQL NULL. */
 static char *store__array(const struct mf_strlist *l)
 {
     size_t n = 3;
     for (size_t i = 0; i < l->n; i++)
-        n += strlen(l->v[i]) + 1;
+        n += strlen(l->v[i]) + 3;
     char *s = mf_xmalloc(n), *w = s;
     *w++ = '{';
     for (size_t i = 0; i < l->n; i++) {
         size_t k = strlen(l->v[i]);
         if (i)
             *w++ = ',';
+        *w++ = '"';
         memcpy(w, l->v[i], k);
         w += k;
+        *w++ = '"';
     }
     *w++ = '}';
     *w = '\0';
@@ -524,8 +527,12 @@ enum mf_err mf_store_device_delete(struct mf_db *db, const char *id, const char 
     enum mf_err rc = mf_db_begin(db, diag);
     if (rc != MF_OK)
         return rc;
-    /* Model rows first: the fleet_counts triggers need the device row. */
-    rc = mf_db_exec(db, "DELETE FROM device_models WHERE device_id = $1", 1, p, NULL, diag);
+    /* Lock the device first, so no model row can be added while it goes
+     * (that insert waits, then fails its foreign key). Then the model rows:
+     * the fleet_counts triggers need the device row. */
+    rc = mf_db_exec(db, "SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", 1, p, NULL, diag);
+    if (rc == MF_OK)
+        rc = mf_db_exec(db, "DELETE FROM device_models WHERE device_id = $1", 1, p, NULL, diag);
     if (rc == MF_OK)
         rc = mf_store_json(db, "DELETE FROM devices WHERE id = $1 RETURNING id", 1, p, &text, diag);
     free(text);

@@ -2,8 +2,8 @@
 -- devices for bench/api: one INSERT ... SELECT over generate_series per table,
 -- as a bulk load (session_replication_role = replica: no row triggers, no FK
 -- checks; the rows are consistent by construction). The trigger-maintained
--- fleet_counts (schema/0002) is then rebuilt with its migration's own backfill
--- statement, which bench/api passes as the file :fleet_counts_backfill.
+-- fleet_counts (schema/0002) is then rebuilt with mf_fleet_rebuild(), the
+-- function its migration backfills with.
 -- Then VACUUM ANALYZE.
 -- Deterministic: every choice is a hash of the device number, so two runs with
 -- the same count hold the same fleet.  Run with psql -v devices=N.
@@ -61,8 +61,7 @@ FROM (SELECT id, hw_class, 'digits' AS model,
 
 SELECT to_regclass('fleet_counts') IS NOT NULL AS has_fleet_counts \gset
 \if :has_fleet_counts
-TRUNCATE fleet_counts;
-\i :fleet_counts_backfill
+SELECT mf_fleet_rebuild();
 \endif
 COMMIT;
 VACUUM (ANALYZE);

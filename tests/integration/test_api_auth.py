@@ -186,6 +186,24 @@ def method_not_allowed_and_unknown_routes():
 
 
 @S.case
+def hostile_bytes_in_paths_and_names():
+    # Invalid UTF-8 in a path, or cut in half by a message's length limit, must
+    # give a JSON error, not a crash; a newline must not forge a log line.
+    expect(S.srv.get("/%ff%fe", S.viewer), 404, "not_found", what="invalid UTF-8 path")
+    expect(S.srv.get("/packages?" + "a" * 63 + "%C3%A9=1", S.viewer), 400, "bad_request",
+           what="query key cut inside a UTF-8 character")
+    expect(S.srv.get("/x%0a2026-01-01T00:00:00Z%20info%20token%20created%20name=evil", S.viewer), 404)
+    check("\n2026-01-01T00:00:00Z info token created" not in S.srv.log_text(), "a URL forged a log line")
+    check(S.srv.alive(), "the server died")
+    # A runtime named NULL is a name, not SQL NULL.
+    enroll = S.srv.token("enroll", "nulls", max_uses=1)
+    expect(S.srv.req("POST", "/devices/enroll", {"device_id": "rt-null", "hw_class": "rpi4",
+                                                   "runtimes": ["onnx", "NULL"]}, enroll), 201)
+    d = expect(S.srv.get("/devices/rt-null", S.viewer), 200).json
+    check(d["runtimes"] == ["onnx", "NULL"], "runtimes %r" % d["runtimes"])
+
+
+@S.case
 def tokens_not_logged():
     text = S.srv.log_text()
     for t in (S.admin, S.op, S.viewer, S.enroll, S.dev1, S.dev2):

@@ -177,6 +177,11 @@ def etag_if_none_match_and_head():
     expect(S.srv.get(blob_path(pid), S.viewer, headers={"If-None-Match": "*"}), 304, what="If-None-Match: *")
     r = expect(S.srv.get(blob_path(pid), S.viewer, headers={"If-None-Match": '"%s"' % ("2" * 64)}), 200)
     check(r.body == S.blob1, "If-None-Match mismatch must return the blob")
+    r = expect(S.srv.get(blob_path(pid), S.viewer, headers={"If-None-Match": '"%sff"' % pid}), 200,
+               what="a longer tag that contains the id is another tag")
+    expect(S.srv.get(blob_path(pid), S.viewer,
+                     headers={"If-None-Match": '"%s", W/"%s"' % ("3" * 64, pid)}), 304,
+           what="If-None-Match list with a weak match")
     c = http.client.HTTPConnection("127.0.0.1", S.srv.port, timeout=10)
     c.request("HEAD", "/api/v1" + blob_path(pid), headers={"Authorization": "Bearer " + S.viewer})
     h = c.getresponse()

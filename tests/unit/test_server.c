@@ -948,7 +948,7 @@ static void test_blobs_open_cleans_tmp(void **state)
     /* leftovers are old; an upload written just now (another server's) is not */
     const char *old_names[] = {"upload-abc123", ".hidden", "sub", "link"};
     for (size_t i = 0; i < 4; i++) {
-        struct timespec ts[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+        struct timespec ts[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
         p = mf_xasprintf("%s/%s", tmp, old_names[i]);
         assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
         free(p);
