@@ -8,10 +8,11 @@ MF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # conformance test (tests/compat). postgresql and mosquitto are the real services
 # the integration tests, the demo and the benchmarks start (never as system
 # services); curl, jq and wrk drive the HTTP API from scripts and benchmarks.
+# libopencv-dnn-dev is for the reference model runner (runners/opencv).
 MF_PACKAGES=(build-essential cmake pkg-config git ca-certificates tar zstd
              libsodium-dev libarchive-dev libjansson-dev libcmocka-dev libzstd-dev
              libpq-dev libmicrohttpd-dev libcurl4-openssl-dev libmosquitto-dev
-             postgresql mosquitto curl jq wrk
+             postgresql mosquitto curl jq wrk libopencv-dnn-dev
              python3 python3-cryptography)
 
 mf_install_deps() {
