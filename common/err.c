@@ -39,6 +39,8 @@ static const struct {
     [MF_ERR_AUTH] = {"unauthorized", "not authenticated"},
     [MF_ERR_FORBIDDEN] = {"forbidden", "not allowed"},
     [MF_ERR_DB] = {"database", "database error"},
+    [MF_ERR_WRONG_TARGET] = {"wrong_target", "addressed to another device"},
+    [MF_ERR_STALE] = {"stale", "stale or replayed sequence number"},
 };
 
 const char *mf_strerror(enum mf_err err)

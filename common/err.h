@@ -39,6 +39,8 @@ enum mf_err {
     MF_ERR_AUTH,          /* no valid credential */
     MF_ERR_FORBIDDEN,     /* a valid credential without the right */
     MF_ERR_DB,            /* the database refused a statement */
+    MF_ERR_WRONG_TARGET,  /* a message addressed to another device */
+    MF_ERR_STALE,         /* a sequence number not above the last one applied */
     MF_ERR__COUNT
 };
 
