@@ -1,0 +1,146 @@
+/* gate.c — the activation gate (rule in gate.h). Pure: it reads its input
+ * and writes its verdict, nothing else. The McNemar tail is summed from its
+ * largest term downwards so it neither underflows early nor loses the
+ * small p-values that matter. */
+#include "gate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GATE_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "modelfleet: %s:%d: misuse: %s\n", __FILE__, __LINE__, #cond);         \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static const char *const check_names[MF_GATE__COUNT] = {
+    [MF_GATE_ACCURACY] = "min_accuracy",
+    [MF_GATE_DROP] = "max_accuracy_drop",
+    [MF_GATE_LATENCY] = "latency_p99_ms",
+    [MF_GATE_MEMORY] = "memory_bytes",
+};
+
+const char *mf_gate_check_name(enum mf_gate_check check)
+{
+    if ((unsigned)check >= MF_GATE__COUNT)
+        return "unknown";
+    return check_names[check];
+}
+
+double mf_gate_binom_tail(uint64_t m, uint64_t k)
+{
+    if (k == 0)
+        return 1.0;
+    if (k > m)
+        return 0.0;
+    if (2 * k <= m) /* below the mode: 1 - P[X <= k-1] = 1 - P[X >= m-k+1] */
+        return 1.0 - mf_gate_binom_tail(m, m - k + 1);
+    /* k above the mode: terms j = k..m decrease, the first is the largest. */
+    double md = (double)m, kd = (double)k;
+    double t = exp(lgamma(md + 1) - lgamma(kd + 1) - lgamma(md - kd + 1) - md * log(2.0));
+    double sum = 0;
+    for (uint64_t j = k; j <= m; j++) {
+        sum += t;
+        if (t < sum * 1e-17 || j == m)
+            break;
+        t *= (double)(m - j) / (double)(j + 1);
+    }
+    return sum > 1.0 ? 1.0 : sum;
+}
+
+static struct mf_gate_failure *gate__fail(struct mf_gate_verdict *v, enum mf_gate_check check,
+                                          double measured, double limit, double excess)
+{
+    struct mf_gate_failure *f = &v->failures[v->n_failures++];
+    f->check = check;
+    f->measured = measured;
+    f->limit = limit;
+    f->excess = excess;
+    return f;
+}
+
+void mf_gate_judge(const struct mf_gate_input *in, struct mf_gate_verdict *out)
+{
+    GATE_CHECK(in && out);
+    GATE_CHECK(in->n >= 1 && in->correct <= in->n);
+    const struct mf_gate_thresholds *th = &in->thresholds;
+    const struct mf_paired *p = &in->paired;
+    struct mf_gate_verdict v;
+    memset(&v, 0, sizeof v);
+    double n = (double)in->n;
+
+    v.accuracy = (double)in->correct / n;
+    v.mcnemar_p = 1.0;
+    if (v.accuracy < th->min_accuracy) {
+        struct mf_gate_failure *f = gate__fail(&v, MF_GATE_ACCURACY, v.accuracy, th->min_accuracy,
+                                               th->min_accuracy - v.accuracy);
+        snprintf(f->reason, sizeof f->reason,
+                 "accuracy %.4f is below the minimum %.4f by %.4f (%llu of %llu right)", v.accuracy,
+                 th->min_accuracy, f->excess, (unsigned long long)in->correct,
+                 (unsigned long long)in->n);
+    }
+
+    if (in->has_incumbent) {
+        GATE_CHECK(p->both + p->only_candidate + p->only_incumbent + p->neither == in->n);
+        GATE_CHECK(p->both + p->only_candidate == in->correct);
+        v.has_incumbent = true;
+        v.drop = ((double)p->only_incumbent - (double)p->only_candidate) / n;
+        v.mcnemar_p = mf_gate_binom_tail(p->only_candidate + p->only_incumbent, p->only_incumbent);
+        if (v.drop > th->max_accuracy_drop) {
+            struct mf_gate_failure *f = gate__fail(&v, MF_GATE_DROP, v.drop, th->max_accuracy_drop,
+                                                   v.drop - th->max_accuracy_drop);
+            snprintf(f->reason, sizeof f->reason,
+                     "accuracy drop %.4f against the incumbent exceeds the maximum %.4f by %.4f "
+                     "(paired: only the incumbent right on %llu items, only the candidate on "
+                     "%llu, of %llu; one-sided McNemar p = %.3g)",
+                     v.drop, th->max_accuracy_drop, f->excess,
+                     (unsigned long long)p->only_incumbent, (unsigned long long)p->only_candidate,
+                     (unsigned long long)in->n, v.mcnemar_p);
+        }
+    }
+
+    if (th->latency_p99_ms > 0) {
+        double ms = (double)in->p99_us / 1000.0;
+        if (ms > th->latency_p99_ms) {
+            struct mf_gate_failure *f =
+                gate__fail(&v, MF_GATE_LATENCY, ms, th->latency_p99_ms, ms - th->latency_p99_ms);
+            snprintf(f->reason, sizeof f->reason,
+                     "latency p99 %.3f ms exceeds the budget %.3f ms by %.3f ms", ms,
+                     th->latency_p99_ms, f->excess);
+        }
+    }
+
+    if (th->memory_bytes > 0 && in->peak_rss_bytes > th->memory_bytes) {
+        uint64_t over = in->peak_rss_bytes - th->memory_bytes;
+        struct mf_gate_failure *f = gate__fail(&v, MF_GATE_MEMORY, (double)in->peak_rss_bytes,
+                                               (double)th->memory_bytes, (double)over);
+        snprintf(f->reason, sizeof f->reason,
+                 "peak memory %llu bytes (%.1f MiB) exceeds the budget %llu bytes (%.1f MiB) by "
+                 "%llu bytes",
+                 (unsigned long long)in->peak_rss_bytes, (double)in->peak_rss_bytes / 1048576.0,
+                 (unsigned long long)th->memory_bytes, (double)th->memory_bytes / 1048576.0,
+                 (unsigned long long)over);
+    }
+
+    v.pass = v.n_failures == 0;
+    *out = v;
+}
+
+void mf_gate_input_from_bench(const struct mf_bench *bench,
+                              const struct mf_gate_thresholds *thresholds,
+                              struct mf_gate_input *out)
+{
+    GATE_CHECK(bench && thresholds && out);
+    memset(out, 0, sizeof *out);
+    out->thresholds = *thresholds;
+    out->n = bench->n;
+    out->correct = bench->candidate.correct;
+    out->has_incumbent = bench->has_incumbent;
+    out->paired = bench->paired;
+    out->p99_us = bench->candidate.latency.p99_us;
+    out->peak_rss_bytes = bench->candidate.peak_rss_bytes;
+}
