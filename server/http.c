@@ -391,6 +391,19 @@ static enum MHD_Result http__send(struct mf_http_req *req, const char *url)
     return rc;
 }
 
+/* Closes and removes the request's temp upload, if it still has one. */
+static void http__drop_upload(struct mf_http_req *req)
+{
+    if (req->upload_fd >= 0)
+        close(req->upload_fd);
+    req->upload_fd = -1;
+    if (req->upload_path) {
+        unlink(req->upload_path);
+        free(req->upload_path);
+        req->upload_path = NULL;
+    }
+}
+
 static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -430,6 +443,9 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         req->route->handler(req);
     if (!req->resp)
         mf_http_error(req, 500, "internal", "no response");
+    /* An upload the handler did not store is gone before the client hears
+     * back, so no answer ever leaves a temp file behind it. */
+    http__drop_upload(req);
     return http__send(req, url);
 }
 
@@ -444,12 +460,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && req->upload_path)
         mf_log(MF_LOG_INFO, "upload aborted after %llu bytes (code %d)",
                (unsigned long long)req->upload_size, (int)toe);
-    if (req->upload_fd >= 0)
-        close(req->upload_fd);
-    if (req->upload_path) {
-        unlink(req->upload_path);
-        free(req->upload_path);
-    }
+    http__drop_upload(req);
     for (size_t i = 0; i < MF_ROUTE_PARAMS; i++)
         free(req->param[i]);
     if (req->resp)
