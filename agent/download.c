@@ -75,24 +75,6 @@ struct dl_try {
 
 /* ---- small parsers ------------------------------------------------------ */
 
-static bool parse_u64(const char **p, uint64_t *out)
-{
-    const char *s = *p;
-    uint64_t v = 0;
-    if (*s < '0' || *s > '9')
-        return false;
-    while (*s >= '0' && *s <= '9') {
-        unsigned d = (unsigned)(*s - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-        s++;
-    }
-    *p = s;
-    *out = v;
-    return true;
-}
-
 /* "bytes A-B/T" or "bytes * /T" (without the space), nothing else. */
 static bool parse_content_range(const char *s, struct dl_try *t)
 {
@@ -107,12 +89,12 @@ static bool parse_content_range(const char *s, struct dl_try *t)
         t->crange_star = true;
         s++;
     } else {
-        if (!parse_u64(&s, &t->cr_start) || *s++ != '-' || !parse_u64(&s, &t->cr_end))
+        if (!mf_dec_u64(&s, &t->cr_start) || *s++ != '-' || !mf_dec_u64(&s, &t->cr_end))
             return false;
         if (t->cr_end < t->cr_start)
             return false;
     }
-    if (*s++ != '/' || !parse_u64(&s, &t->cr_total))
+    if (*s++ != '/' || !mf_dec_u64(&s, &t->cr_total))
         return false;
     return *s == '\0';
 }
@@ -225,7 +207,7 @@ static size_t on_header(char *ptr, size_t size, size_t nitems, void *userdata)
         while (*v == ' ' || *v == '\t')
             v++;
         uint64_t x;
-        if (parse_u64(&v, &x)) {
+        if (mf_dec_u64(&v, &x)) {
             t->has_length = true;
             t->length = x;
         }

@@ -9,14 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GATE_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "modelfleet: %s:%d: misuse: %s\n", __FILE__, __LINE__, #cond);         \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static const char *const check_names[MF_GATE__COUNT] = {
     [MF_GATE_ACCURACY] = "min_accuracy",
     [MF_GATE_DROP] = "max_accuracy_drop",
@@ -65,8 +57,8 @@ static struct mf_gate_failure *gate__fail(struct mf_gate_verdict *v, enum mf_gat
 
 void mf_gate_judge(const struct mf_gate_input *in, struct mf_gate_verdict *out)
 {
-    GATE_CHECK(in && out);
-    GATE_CHECK(in->n >= 1 && in->correct <= in->n);
+    MF_ASSERT(in && out);
+    MF_ASSERT(in->n >= 1 && in->correct <= in->n);
     const struct mf_gate_thresholds *th = &in->thresholds;
     const struct mf_paired *p = &in->paired;
     struct mf_gate_verdict v;
@@ -85,8 +77,8 @@ void mf_gate_judge(const struct mf_gate_input *in, struct mf_gate_verdict *out)
     }
 
     if (in->has_incumbent) {
-        GATE_CHECK(p->both + p->only_candidate + p->only_incumbent + p->neither == in->n);
-        GATE_CHECK(p->both + p->only_candidate == in->correct);
+        MF_ASSERT(p->both + p->only_candidate + p->only_incumbent + p->neither == in->n);
+        MF_ASSERT(p->both + p->only_candidate == in->correct);
         v.has_incumbent = true;
         v.drop = ((double)p->only_incumbent - (double)p->only_candidate) / n;
         v.mcnemar_p = mf_gate_binom_tail(p->only_candidate + p->only_incumbent, p->only_incumbent);
@@ -134,7 +126,7 @@ void mf_gate_input_from_bench(const struct mf_bench *bench,
                               const struct mf_gate_thresholds *thresholds,
                               struct mf_gate_input *out)
 {
-    GATE_CHECK(bench && thresholds && out);
+    MF_ASSERT(bench && thresholds && out);
     memset(out, 0, sizeof *out);
     out->thresholds = *thresholds;
     out->n = bench->n;

@@ -34,14 +34,6 @@
 #define RUNNER_DRAIN_NS (1000LL * 1000 * 1000) /* reading on after the runner exited */
 #define RUNNER_TICK_MS  50                     /* how often a live child is checked */
 
-#define RUNNER_CHECK(cond)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "modelfleet: %s:%d: misuse: %s\n", __FILE__, __LINE__, #cond);         \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static const char *const fail_names[MF_RUNNER_FAIL__COUNT] = {
     [MF_RUNNER_OK] = "ok",
     [MF_RUNNER_START] = "runner_start",
@@ -60,7 +52,7 @@ const char *mf_runner_fail_name(enum mf_runner_fail fail)
 
 size_t mf_runner_output_cap(uint64_t n)
 {
-    RUNNER_CHECK(n <= MF_RUNNER_MAX_SAMPLES);
+    MF_ASSERT(n <= MF_RUNNER_MAX_SAMPLES);
     return (size_t)n * MF_RUNNER_BYTES_PER_ITEM + MF_RUNNER_BYTES_EXTRA;
 }
 
@@ -159,8 +151,8 @@ static const char *runner__show(const char *p, size_t len, char buf[64])
 enum mf_err mf_runner_parse(const char *text, size_t len, uint64_t n, struct mf_runner_result *out,
                             struct mf_diag *diag)
 {
-    RUNNER_CHECK(text || len == 0);
-    RUNNER_CHECK(n >= 1 && n <= MF_RUNNER_MAX_SAMPLES);
+    MF_ASSERT(text || len == 0);
+    MF_ASSERT(n >= 1 && n <= MF_RUNNER_MAX_SAMPLES);
     char runtime[MF_RUNNER_NAME_MAX + 1], version[MF_RUNNER_NAME_MAX + 1], show[64];
     uint64_t load_us = 0, first_us = 0, v;
     uint32_t *classes = mf_xcalloc((size_t)n, sizeof *classes);
@@ -432,10 +424,10 @@ static int64_t runner__min(int64_t a, int64_t b)
 enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_result *out,
                           struct mf_diag *diag)
 {
-    RUNNER_CHECK(spec && out);
-    RUNNER_CHECK(spec->runner && spec->model && spec->inputs && spec->scratch_dir);
-    RUNNER_CHECK(spec->n >= 1 && spec->n <= MF_RUNNER_MAX_SAMPLES);
-    RUNNER_CHECK(spec->timeout_ms > 0 && spec->timeout_ms <= INT64_MAX / 1000000);
+    MF_ASSERT(spec && out);
+    MF_ASSERT(spec->runner && spec->model && spec->inputs && spec->scratch_dir);
+    MF_ASSERT(spec->n >= 1 && spec->n <= MF_RUNNER_MAX_SAMPLES);
+    MF_ASSERT(spec->timeout_ms > 0 && spec->timeout_ms <= INT64_MAX / 1000000);
     memset(out, 0, sizeof *out);
     out->exit_status = -1;
 

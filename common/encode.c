@@ -41,3 +41,22 @@ enum mf_err mf_base64_decode(uint8_t *out, size_t cap, size_t *n, const char *b6
     *n = got;
     return MF_OK;
 }
+
+bool mf_dec_u64(const char **p, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+
+    if (*s < '0' || *s > '9')
+        return false;
+    while (*s >= '0' && *s <= '9') {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+        s++;
+    }
+    *p = s;
+    *out = v;
+    return true;
+}

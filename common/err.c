@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -42,6 +43,12 @@ static const struct {
     [MF_ERR_WRONG_TARGET] = {"wrong_target", "addressed to another device"},
     [MF_ERR_STALE] = {"stale", "stale or replayed sequence number"},
 };
+
+void mf_assert_fail(const char *file, int line, const char *cond)
+{
+    fprintf(stderr, "modelfleet: %s:%d: misuse: %s\n", file, line, cond);
+    abort();
+}
 
 const char *mf_strerror(enum mf_err err)
 {

@@ -9,6 +9,13 @@
 #define MF_MUST_CHECK   __attribute__((warn_unused_result))
 #define MF_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
+/* Programmer misuse (not bad input): stays on in release builds. */
+#define MF_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            mf_assert_fail(__FILE__, __LINE__, #cond);                                             \
+    } while (0)
+
 enum mf_err {
     MF_OK = 0,
     MF_ERR_IO,            /* an operating-system call failed */
@@ -43,6 +50,8 @@ enum mf_err {
     MF_ERR_STALE,         /* a sequence number not above the last one applied */
     MF_ERR__COUNT
 };
+
+__attribute__((noreturn)) void mf_assert_fail(const char *file, int line, const char *cond);
 
 /* Static English name of an error code ("hash mismatch"); never NULL. */
 const char *mf_strerror(enum mf_err err);

@@ -2,30 +2,20 @@
  * [0-9A-Za-z-], no empty identifiers. */
 #include "semver.h"
 
+#include "encode.h"
+
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A numeric identifier: digits, no leading zero (SemVer 2.0.0). */
 static bool semver__num(const char **p, uint64_t *out)
 {
-    const char *s = *p;
-    uint64_t v = 0;
-    if (!isdigit((unsigned char)*s))
+    if ((*p)[0] == '0' && isdigit((unsigned char)(*p)[1]))
         return false;
-    if (s[0] == '0' && isdigit((unsigned char)s[1]))
-        return false;
-    while (isdigit((unsigned char)*s)) {
-        unsigned d = (unsigned)(*s - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-        s++;
-    }
-    *p = s;
-    *out = v;
-    return true;
+    return mf_dec_u64(p, out);
 }
 
 static bool semver__all_digits(const char *s, size_t n)

@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "unit_tmp.h"
+
 #include "agent/bench.h"
 #include "agent/gate.h"
 #include "agent/runner.h"
@@ -37,20 +39,6 @@
 #define OPENCV_PATH MF_OPENCV_RUNNER
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static char *tmpdir_new(void)
-{
-    const char *base = getenv("TMPDIR");
-    char *dir = mf_xasprintf("%s/mf-test-agent.XXXXXX", base && *base ? base : "/tmp");
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void tmpdir_free(char *dir)
-{
-    assert_int_equal(mf_fs_rmtree(dir), MF_OK);
-    free(dir);
-}
 
 static void write_file(const char *path, const void *data, size_t len)
 {
@@ -93,7 +81,7 @@ struct fake {
 static void fake_prepare(struct fake *f, const char *script, uint64_t n)
 {
     memset(f, 0, sizeof *f);
-    f->scratch = tmpdir_new();
+    f->scratch = unit_tmpdir("agent");
     f->model = mf_xasprintf("%s/model.txt", f->scratch);
     char *num = mf_xasprintf("%llu\n", (unsigned long long)n);
     write_file(f->model, num, strlen(num));
@@ -126,7 +114,7 @@ static void fake_run(struct fake *f, const char *script, uint64_t n)
 static void fake_done(struct fake *f)
 {
     mf_runner_result_free(&f->res);
-    tmpdir_free(f->scratch);
+    unit_tmpdir_free(f->scratch);
     free(f->model);
     free(f->runner);
 }
@@ -697,7 +685,7 @@ static void test_labels_load(void **state)
     assert_int_equal(mf_bench_load_labels(INPUTS, 360, &labels, &n, &d), MF_ERR_SCHEMA);
     assert_contains(d.what, "'<f4' with 2 dimensions");
 
-    char *dir = tmpdir_new(), *p = mf_xasprintf("%s/l.npy", dir);
+    char *dir = unit_tmpdir("agent"), *p = mf_xasprintf("%s/l.npy", dir);
     const int64_t neg[3] = {1, -1, 2};
     write_npy(p, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", neg, sizeof neg);
     assert_int_equal(mf_bench_load_labels(p, 3, &labels, &n, &d), MF_ERR_SCHEMA);
@@ -720,7 +708,7 @@ static void test_labels_load(void **state)
     assert_int_equal(mf_bench_load_labels(p, 3, &labels, &n, &d), MF_ERR_PARSE);
     assert_null(labels);
     free(p);
-    tmpdir_free(dir);
+    unit_tmpdir_free(dir);
 }
 
 /* ---- the gate --------------------------------------------------------- */
@@ -967,7 +955,7 @@ static void test_real_opencv(void **state)
     size_t n = 0;
     struct mf_diag d;
     assert_int_equal(mf_bench_load_labels(LABELS, 360, &labels, &n, &d), MF_OK);
-    char *scratch = tmpdir_new();
+    char *scratch = unit_tmpdir("agent");
     struct mf_runner_result fp32, int2;
     real_run(MF_FIXTURES "/digits-fp32.onnx", scratch, &fp32);
     real_run(MF_FIXTURES "/digits-int2.onnx", scratch, &int2);
@@ -1006,7 +994,7 @@ static void test_real_opencv(void **state)
     mf_runner_result_free(&fp32);
     mf_runner_result_free(&int2);
     free(labels);
-    tmpdir_free(scratch);
+    unit_tmpdir_free(scratch);
 }
 
 int main(void)

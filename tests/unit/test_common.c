@@ -292,15 +292,41 @@ static void test_fs(void **state)
     free(f);
 }
 
+/* mf_dec_u64: the one decimal reader (semver, Range, Content-Range). */
+static void test_dec_u64(void **state)
+{
+    (void)state;
+    uint64_t v = 7;
+    const char *p = "18446744073709551615-", *q;
+    assert_true(mf_dec_u64(&p, &v));
+    assert_true(v == UINT64_MAX);
+    assert_string_equal(p, "-");
+    q = p = "18446744073709551616";
+    assert_false(mf_dec_u64(&p, &v)); /* overflow: nothing read */
+    assert_ptr_equal(p, q);
+    assert_true(v == UINT64_MAX);
+    const char *bad[] = {"", "-1", " 1", "x", "+3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = bad[i];
+        assert_false(mf_dec_u64(&p, &v));
+        assert_ptr_equal(p, bad[i]);
+    }
+    p = "007x";
+    assert_true(mf_dec_u64(&p, &v));
+    assert_true(v == 7);
+    assert_string_equal(p, "x");
+}
+
 int main(void)
 {
     mf_crypto_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_names), cmocka_unit_test(test_log_levels),
-        cmocka_unit_test(test_diag),      cmocka_unit_test(test_buf_cap),
-        cmocka_unit_test(test_codecs),    cmocka_unit_test(test_hash_vector),
-        cmocka_unit_test(test_semver),    cmocka_unit_test(test_time),
-        cmocka_unit_test(test_config),    cmocka_unit_test(test_fs),
+        cmocka_unit_test(test_err_names),   cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_diag),        cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_codecs),      cmocka_unit_test(test_dec_u64),
+        cmocka_unit_test(test_hash_vector), cmocka_unit_test(test_semver),
+        cmocka_unit_test(test_time),        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_fs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "unit_tmp.h"
+
 #include "common/err.h"
 #include "common/fs.h"
 #include "common/hash.h"
@@ -30,20 +32,6 @@
 #include "server/range.h"
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static char *tmpdir_new(void)
-{
-    const char *base = getenv("TMPDIR");
-    char *dir = mf_xasprintf("%s/mf-test-server.XXXXXX", base && *base ? base : "/tmp");
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void tmpdir_free(char *dir)
-{
-    assert_int_equal(mf_fs_rmtree(dir), MF_OK);
-    free(dir);
-}
 
 static void write_text(const char *path, const char *text)
 {
@@ -630,7 +618,7 @@ struct cfg_fixture {
 static int cfg_setup(void **state)
 {
     struct cfg_fixture *f = mf_xcalloc(1, sizeof *f);
-    f->dir = tmpdir_new();
+    f->dir = unit_tmpdir("server");
     f->file = mf_xasprintf("%s/server.conf", f->dir);
     *state = f;
     return 0;
@@ -639,7 +627,7 @@ static int cfg_setup(void **state)
 static int cfg_teardown(void **state)
 {
     struct cfg_fixture *f = *state;
-    tmpdir_free(f->dir);
+    unit_tmpdir_free(f->dir);
     free(f->file);
     free(f);
     return 0;
@@ -903,7 +891,7 @@ static void test_blobs_id(void **state)
 static void test_blobs_open_cleans_tmp(void **state)
 {
     (void)state;
-    char *dir = tmpdir_new();
+    char *dir = unit_tmpdir("server");
     char *tmp = mf_xasprintf("%s/tmp", dir);
     char *blobs = mf_xasprintf("%s/blobs", dir);
     char *p;
@@ -982,7 +970,7 @@ static void test_blobs_open_cleans_tmp(void **state)
     free(outside);
     free(blobs);
     free(tmp);
-    tmpdir_free(dir);
+    unit_tmpdir_free(dir);
 }
 
 static char *blobs_upload(const struct mf_blobs *b, const char *content)
@@ -1007,7 +995,7 @@ static char *blobs_upload(const struct mf_blobs *b, const char *content)
 static void test_blobs_commit(void **state)
 {
     (void)state;
-    char *dir = tmpdir_new();
+    char *dir = unit_tmpdir("server");
     struct mf_blobs b = {0};
     struct mf_diag d = {0};
     struct stat st;
@@ -1071,7 +1059,7 @@ static void test_blobs_commit(void **state)
     free(t3);
     free(dst);
     mf_blobs_close(&b);
-    tmpdir_free(dir);
+    unit_tmpdir_free(dir);
 }
 
 /* --check-config refuses what serve would refuse: a host name for listen. */
