@@ -286,18 +286,6 @@ static void sleep_ms(const struct mf_download_spec *spec, uint64_t ms)
     }
 }
 
-/* A uniform draw in [d/2, d]. */
-static uint64_t jitter(uint64_t d)
-{
-    uint64_t half = d / 2;
-    uint64_t span = d - half;
-    if (span == 0)
-        return d;
-    if (span > UINT32_MAX - 1)
-        span = UINT32_MAX - 1;
-    return half + randombytes_uniform((uint32_t)span + 1);
-}
-
 /* Printable ASCII of the error reply, for a diag (never secrets: the server
  * does not echo the credential). */
 static void snippet(const struct mf_buf *b, char *out, size_t size)
@@ -649,7 +637,7 @@ enum mf_err mf_download(const struct mf_download_spec *spec, struct mf_download_
         }
         mf_log(MF_LOG_WARN, "download id=%.12s attempt=%u have=%" PRIu64 " retry: %s", id,
                out->attempts, have, last.what);
-        sleep_ms(spec, jitter(delay));
+        sleep_ms(spec, mf_clock_jitter(delay));
         delay = delay > backoff_max / 2 ? backoff_max : delay * 2;
     }
     /* Only a stop request leaves the loop by break. */

@@ -674,6 +674,51 @@ static int slot_age_cmp(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* Out of the way in one rename, then deleted: a cut mid-delete leaves a
+ * staging directory (removed by recovery), never a half slot under a slot's
+ * name. */
+static enum mf_err ins__remove_slot(int fd, const char *slot, struct mf_diag *diag)
+{
+    char trash[sizeof STAGING_PREFIX + 3 + MF_INSTALL_SLOT_MAX];
+    snprintf(trash, sizeof trash, STAGING_PREFIX "rm-%s", slot);
+    if (renameat(fd, slot, fd, trash) != 0)
+        return mf_diag_errno(diag, errno, slot, "cannot remove the slot");
+    crash_point("prune:renamed");
+    if (mf_fs_rmtree_at(fd, trash) != MF_OK)
+        return mf_diag_set(diag, MF_ERR_IO, trash, "cannot remove");
+    return MF_OK;
+}
+
+enum mf_err mf_install_discard(const char *state_dir, const char *name, const char *slot,
+                               struct mf_diag *diag)
+{
+    char cur[MF_INSTALL_SLOT_MAX] = "", prev[MF_INSTALL_SLOT_MAX] = "";
+    int fd = -1;
+    enum mf_err err;
+
+    if ((err = ins__args(name, slot, diag)) != MF_OK ||
+        (err = ins__open_model(state_dir, name, &fd, diag)) != MF_OK)
+        return err;
+    if (((err = ins__readlink(fd, "current", cur, diag)) != MF_OK && err != MF_ERR_NOT_FOUND) ||
+        ((err = ins__readlink(fd, "previous", prev, diag)) != MF_OK && err != MF_ERR_NOT_FOUND))
+        goto out;
+    if (strcmp(slot, cur) == 0 || strcmp(slot, prev) == 0) {
+        err = mf_diag_set(diag, MF_ERR_CONFLICT, slot, "is %s: never discarded",
+                          strcmp(slot, cur) == 0 ? "current" : "previous");
+        goto out;
+    }
+    struct stat st;
+    if (fstatat(fd, slot, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        err = errno == ENOENT ? MF_OK : mf_diag_errno(diag, errno, slot, "cannot stat the slot");
+        goto out;
+    }
+    if ((err = ins__remove_slot(fd, slot, diag)) == MF_OK && fsync(fd) != 0)
+        err = mf_diag_errno(diag, errno, name, "cannot fsync the model directory");
+out:
+    close(fd);
+    return err;
+}
+
 enum mf_err mf_install_prune(const char *state_dir, const char *name, unsigned keep,
                              unsigned *removed, struct mf_diag *diag)
 {
@@ -722,19 +767,8 @@ enum mf_err mf_install_prune(const char *state_dir, const char *name, unsigned k
     for (size_t i = 0; i < n && left > keep; i++) {
         if (strcmp(slots[i].name, cur) == 0 || strcmp(slots[i].name, prev) == 0)
             continue;
-        /* Out of the way in one rename, then deleted: a cut mid-delete leaves
-         * a staging directory, never a half slot under a slot's name. */
-        char trash[sizeof STAGING_PREFIX + 3 + MF_INSTALL_SLOT_MAX];
-        snprintf(trash, sizeof trash, STAGING_PREFIX "rm-%s", slots[i].name);
-        if (renameat(fd, slots[i].name, fd, trash) != 0) {
-            err = mf_diag_errno(diag, errno, slots[i].name, "cannot remove the slot");
+        if ((err = ins__remove_slot(fd, slots[i].name, diag)) != MF_OK)
             goto out;
-        }
-        crash_point("prune:renamed");
-        if (mf_fs_rmtree_at(fd, trash) != MF_OK) {
-            err = mf_diag_set(diag, MF_ERR_IO, trash, "cannot remove");
-            goto out;
-        }
         gone++;
         left--;
     }

@@ -95,6 +95,12 @@ MF_MUST_CHECK enum mf_err mf_install_rollback(const char *state_dir, const char 
 MF_MUST_CHECK enum mf_err mf_install_prune(const char *state_dir, const char *name, unsigned keep,
                                            unsigned *removed, struct mf_diag *diag);
 
+/* Deletes one slot that is neither current nor previous (a refused
+ * candidate): MF_ERR_CONFLICT for current or previous; a missing slot is
+ * MF_OK. */
+MF_MUST_CHECK enum mf_err mf_install_discard(const char *state_dir, const char *name,
+                                             const char *slot, struct mf_diag *diag);
+
 /* The slot `current` / `previous` names. MF_ERR_NOT_FOUND when the link does
  * not exist; MF_ERR_PARSE when it does not name a slot. */
 MF_MUST_CHECK enum mf_err mf_install_current(const char *state_dir, const char *name,

@@ -421,21 +421,20 @@ static int64_t runner__min(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_result *out,
-                          struct mf_diag *diag)
+enum mf_err mf_runner_exec(const struct mf_exec_spec *spec, struct mf_buf *stdout_buf,
+                           struct mf_runner_result *out, struct mf_diag *diag)
 {
-    MF_ASSERT(spec && out);
-    MF_ASSERT(spec->runner && spec->model && spec->inputs && spec->scratch_dir);
-    MF_ASSERT(spec->n >= 1 && spec->n <= MF_RUNNER_MAX_SAMPLES);
+    MF_ASSERT(spec && spec->argv && spec->argv[0] && spec->argv[0][0] == '/' && spec->cwd);
+    MF_ASSERT(spec->label && stdout_buf && out);
     MF_ASSERT(spec->timeout_ms > 0 && spec->timeout_ms <= INT64_MAX / 1000000);
-    memset(out, 0, sizeof *out);
+    out->fail = MF_RUNNER_OK;
     out->exit_status = -1;
+    out->term_signal = 0;
 
+    const char *what = spec->label, *exe = spec->argv[0];
     enum mf_err err = MF_OK;
-    char *runner = NULL, *model = NULL, *inputs = NULL, *scratch = NULL;
-    char warmup[24], threads[24], last[200];
+    char last[200];
     int in_fd = -1, out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, exec_p[2] = {-1, -1};
-    struct mf_buf stdout_buf;
     struct tail *tail = mf_xcalloc(1, sizeof *tail);
     struct rlimit as, *asp = NULL;
     pid_t pid = -1;
@@ -443,26 +442,10 @@ enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_re
     int wstatus = 0;
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
-    mf_buf_init(&stdout_buf, mf_runner_output_cap(spec->n));
-
-    runner = runner__abs(spec->runner);
-    model = runner__abs(spec->model);
-    inputs = runner__abs(spec->inputs);
-    scratch = runner__abs(spec->scratch_dir);
-    if (!runner || !model || !inputs || !scratch) {
-        err = mf_diag_errno(diag, errno, spec->runner, "runner not started: cannot resolve paths");
-        out->fail = MF_RUNNER_START;
-        goto out;
-    }
-    snprintf(warmup, sizeof warmup, "%u", spec->warmup);
-    snprintf(threads, sizeof threads, "%u", spec->threads);
-    char *argv[] = {runner,  "--model",  model,  "--inputs",
-                    inputs,  "--warmup", warmup, spec->threads ? "--threads" : NULL,
-                    threads, NULL};
 
     if (spec->memory_bytes) {
         if (getrlimit(RLIMIT_AS, &as) != 0) {
-            err = mf_diag_errno(diag, errno, spec->runner, "runner not started: getrlimit");
+            err = mf_diag_errno(diag, errno, exe, "%s not started: getrlimit", what);
             out->fail = MF_RUNNER_START;
             goto out;
         }
@@ -479,19 +462,19 @@ enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_re
     in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (in_fd < 0 || pipe2(out_p, O_CLOEXEC) != 0 || pipe2(err_p, O_CLOEXEC) != 0 ||
         pipe2(exec_p, O_CLOEXEC) != 0) {
-        err = mf_diag_errno(diag, errno, spec->runner, "runner not started: cannot make pipes");
+        err = mf_diag_errno(diag, errno, exe, "%s not started: cannot make pipes", what);
         out->fail = MF_RUNNER_START;
         goto out;
     }
     int64_t start = mf_clock_mono_ns();
     pid = fork();
     if (pid < 0) {
-        err = mf_diag_errno(diag, errno, spec->runner, "runner not started: fork");
+        err = mf_diag_errno(diag, errno, exe, "%s not started: fork", what);
         out->fail = MF_RUNNER_START;
         goto out;
     }
     if (pid == 0)
-        child__exec(argv, scratch, in_fd, out_p[1], err_p[1], exec_p[1], asp, (int)max_fd);
+        child__exec(spec->argv, spec->cwd, in_fd, out_p[1], err_p[1], exec_p[1], asp, (int)max_fd);
     (void)setpgid(pid, pid); /* also done by the child; whoever is first wins */
     close(out_p[1]);
     close(err_p[1]);
@@ -509,7 +492,7 @@ enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_re
             ;
         reaped = true;
         out->wall_us = (uint64_t)(mf_clock_mono_ns() - start) / 1000;
-        err = mf_diag_errno(diag, ce.err, spec->runner, "runner not started: cannot %s",
+        err = mf_diag_errno(diag, ce.err, exe, "%s not started: cannot %s", what,
                             child_stages[ce.stage >= 0 && ce.stage < 5 ? ce.stage : 4]);
         out->fail = MF_RUNNER_START;
         goto out;
@@ -553,12 +536,12 @@ enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_re
         if (err_p[0] >= 0)
             pf[nf++] = (struct pollfd){.fd = err_p[0], .events = POLLIN};
         if (poll(nf ? pf : NULL, nf, ms) < 0 && errno != EINTR) {
-            err = mf_diag_errno(diag, errno, spec->runner, "cannot watch the runner: poll");
+            err = mf_diag_errno(diag, errno, exe, "cannot watch the %s: poll", what);
             out->fail = MF_RUNNER_START;
             goto out;
         }
         if (out_p[0] >= 0)
-            runner__drain(&out_p[0], &stdout_buf, NULL, &over_cap);
+            runner__drain(&out_p[0], stdout_buf, NULL, &over_cap);
         if (err_p[0] >= 0)
             runner__drain(&err_p[0], NULL, tail, &over_cap);
         if (over_cap)
@@ -569,7 +552,7 @@ enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_re
     (void)kill(-pid, SIGKILL);
     while (wait4(pid, &wstatus, 0, &ru) < 0) {
         if (errno != EINTR) {
-            err = mf_diag_errno(diag, errno, spec->runner, "cannot reap the runner");
+            err = mf_diag_errno(diag, errno, exe, "cannot reap the %s", what);
             out->fail = MF_RUNNER_START;
             reaped = true; /* nothing left to reap */
             goto out;
@@ -586,36 +569,28 @@ enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_re
 
     if (timed_out) {
         out->fail = MF_RUNNER_TIMEOUT;
-        err = mf_diag_set(diag, MF_ERR_IO, spec->runner,
-                          "runner timed out after %llu ms (limit %llu ms) and was killed; "
+        err = mf_diag_set(diag, MF_ERR_IO, exe,
+                          "%s timed out after %llu ms (limit %llu ms) and was killed; "
                           "stderr: %s",
-                          (unsigned long long)(out->wall_us / 1000),
+                          what, (unsigned long long)(out->wall_us / 1000),
                           (unsigned long long)spec->timeout_ms,
                           tail__last_line(out->stderr_tail, last, sizeof last));
     } else if (over_cap) {
         out->fail = MF_RUNNER_OUTPUT_CAP;
-        err = mf_diag_set(diag, MF_ERR_TOO_LARGE, spec->runner,
-                          "runner wrote more than %zu bytes to stdout (64 per sample + 4 KiB for "
-                          "%llu samples) and was killed",
-                          stdout_buf.max, (unsigned long long)spec->n);
+        err = mf_diag_set(diag, MF_ERR_TOO_LARGE, exe,
+                          "%s wrote more than %zu bytes to stdout and was killed", what,
+                          stdout_buf->max);
     } else if (out->term_signal) {
         out->fail = MF_RUNNER_FAILED;
-        err = mf_diag_set(diag, MF_ERR_IO, spec->runner,
-                          "runner was killed by signal %d (%s); "
+        err = mf_diag_set(diag, MF_ERR_IO, exe,
+                          "%s was killed by signal %d (%s); "
                           "stderr: %s",
-                          out->term_signal, strsignal(out->term_signal),
+                          what, out->term_signal, strsignal(out->term_signal),
                           tail__last_line(out->stderr_tail, last, sizeof last));
     } else if (out->exit_status != 0) {
         out->fail = MF_RUNNER_FAILED;
-        err = mf_diag_set(diag, MF_ERR_IO, spec->runner, "runner exited with status %d; stderr: %s",
+        err = mf_diag_set(diag, MF_ERR_IO, exe, "%s exited with status %d; stderr: %s", what,
                           out->exit_status, tail__last_line(out->stderr_tail, last, sizeof last));
-    } else {
-        err = mf_runner_parse(stdout_buf.data ? (const char *)stdout_buf.data : "", stdout_buf.len,
-                              spec->n, out, diag);
-        if (err != MF_OK) {
-            out->fail = MF_RUNNER_OUTPUT;
-            mf_diag_prefix(diag, spec->runner);
-        }
     }
 out:
     if (pid > 0 && !reaped) {
@@ -633,8 +608,56 @@ out:
     }
     if (in_fd >= 0)
         close(in_fd);
-    mf_buf_free(&stdout_buf);
     free(tail);
+    return err;
+}
+
+enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_result *out,
+                          struct mf_diag *diag)
+{
+    MF_ASSERT(spec && out);
+    MF_ASSERT(spec->runner && spec->model && spec->inputs && spec->scratch_dir);
+    MF_ASSERT(spec->n >= 1 && spec->n <= MF_RUNNER_MAX_SAMPLES);
+    memset(out, 0, sizeof *out);
+    out->exit_status = -1;
+
+    enum mf_err err;
+    char *runner = runner__abs(spec->runner), *model = runner__abs(spec->model),
+         *inputs = runner__abs(spec->inputs), *scratch = runner__abs(spec->scratch_dir);
+    char warmup[24], threads[24];
+    struct mf_buf stdout_buf;
+    mf_buf_init(&stdout_buf, mf_runner_output_cap(spec->n));
+    if (!runner || !model || !inputs || !scratch) {
+        err = mf_diag_errno(diag, errno, spec->runner, "runner not started: cannot resolve paths");
+        out->fail = MF_RUNNER_START;
+        goto out;
+    }
+    snprintf(warmup, sizeof warmup, "%u", spec->warmup);
+    snprintf(threads, sizeof threads, "%u", spec->threads);
+    char *argv[] = {runner,  "--model",  model,  "--inputs",
+                    inputs,  "--warmup", warmup, spec->threads ? "--threads" : NULL,
+                    threads, NULL};
+    struct mf_exec_spec exec = {.argv = argv,
+                                .cwd = scratch,
+                                .label = "runner",
+                                .timeout_ms = spec->timeout_ms,
+                                .memory_bytes = spec->memory_bytes};
+    err = mf_runner_exec(&exec, &stdout_buf, out, diag);
+    if (err == MF_OK) {
+        err = mf_runner_parse(stdout_buf.data ? (const char *)stdout_buf.data : "", stdout_buf.len,
+                              spec->n, out, diag);
+        if (err != MF_OK) {
+            out->fail = MF_RUNNER_OUTPUT;
+            mf_diag_prefix(diag, spec->runner);
+        }
+    } else if (out->fail == MF_RUNNER_OUTPUT_CAP) {
+        err = mf_diag_set(diag, MF_ERR_TOO_LARGE, spec->runner,
+                          "runner wrote more than %zu bytes to stdout (64 per sample + 4 KiB for "
+                          "%llu samples) and was killed",
+                          stdout_buf.max, (unsigned long long)spec->n);
+    }
+out:
+    mf_buf_free(&stdout_buf);
     free(runner);
     free(model);
     free(inputs);

@@ -84,6 +84,25 @@ struct mf_runner_result {
 MF_MUST_CHECK enum mf_err mf_runner_run(const struct mf_runner_spec *spec,
                                         struct mf_runner_result *out, struct mf_diag *diag);
 
+/* The child-process part of a run, shared with the post-activation hook:
+ * argv[0] (an absolute path) runs in its own process group with /dev/null as
+ * stdin, `cwd` as working directory, an address-space limit and a wall-clock
+ * timeout; its stdout is collected into `stdout_buf` (whose cap is the
+ * output cap) and stderr's tail into out->stderr_tail. Sets out->fail,
+ * exit_status, term_signal, wall_us and peak_rss_bytes (nothing else). MF_OK
+ * when it exited with status 0; otherwise the error and a sentence naming
+ * `label` ("hook exited with status 3; stderr: ..."). */
+struct mf_exec_spec {
+    char *const *argv;     /* NULL-terminated; argv[0] absolute */
+    const char *cwd;       /* must exist */
+    const char *label;     /* "runner", "hook" */
+    uint64_t timeout_ms;   /* > 0 */
+    uint64_t memory_bytes; /* RLIMIT_AS; 0 = inherit */
+};
+struct mf_buf;
+MF_MUST_CHECK enum mf_err mf_runner_exec(const struct mf_exec_spec *spec, struct mf_buf *stdout_buf,
+                                         struct mf_runner_result *out, struct mf_diag *diag);
+
 /* Parses a runner's complete stdout for n samples (exported for tests and
  * fuzzing). On success fills the report fields of `out` (runtime, versions,
  * load_us, first_us, n, classes, latencies_us; any previous arrays are freed);

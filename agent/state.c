@@ -45,7 +45,9 @@ const char *mf_state_phase_name(enum mf_state_phase p)
 
 struct mf_state *mf_state_new(void)
 {
-    return mf_xcalloc(1, sizeof(struct mf_state));
+    struct mf_state *s = mf_xcalloc(1, sizeof(struct mf_state));
+    s->desired_done = true;
+    return s;
 }
 
 void mf_state_free(struct mf_state *s)
@@ -332,8 +334,8 @@ static enum mf_err st__counters(json_t *v, struct mf_state_counters *c, struct m
 enum mf_err mf_state_parse(const uint8_t *bytes, size_t len, struct mf_state **out,
                            struct mf_diag *diag)
 {
-    static const char *const fields[] = {"format", "device",   "desired_seq", "models",
-                                         "op",     "counters", NULL};
+    static const char *const fields[] = {"format", "device", "desired_seq", "desired_done",
+                                         "models", "op",     "counters",    NULL};
     json_t *root = NULL;
     struct mf_state *s = NULL;
     enum mf_err err;
@@ -367,6 +369,12 @@ enum mf_err mf_state_parse(const uint8_t *bytes, size_t len, struct mf_state **o
         (err = st__str(root, "", "device", STR_NAME, s->device, sizeof s->device, diag)) != MF_OK ||
         (err = st__uint(root, "", "desired_seq", true, &s->desired_seq, diag)) != MF_OK)
         goto out;
+    json_t *done = json_object_get(root, "desired_done");
+    if (done && !json_is_boolean(done)) {
+        err = st__bad(diag, "desired_done", "must be true or false");
+        goto out;
+    }
+    s->desired_done = !done || json_is_true(done);
     if (!json_object_get(root, "models")) {
         err = st__bad(diag, "models", "is missing");
         goto out;
@@ -401,6 +409,7 @@ char *mf_state_format(const struct mf_state *s, size_t *len)
     json_object_set_new(root, "format", json_integer(MF_STATE_FORMAT));
     json_object_set_new(root, "device", json_string(s->device));
     json_object_set_new(root, "desired_seq", json_integer((json_int_t)s->desired_seq));
+    json_object_set_new(root, "desired_done", json_boolean(s->desired_done));
     for (size_t i = 0; i < s->n_models; i++) {
         const struct mf_state_model *m = &s->models[i];
         json_array_append_new(models, json_pack("{s:s, s:o, s:o}", "name", m->name, "current",

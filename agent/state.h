@@ -6,7 +6,7 @@
  * never a mix. Loading is strict: a file that does not parse as format 1
  * exactly is MF_ERR_PARSE with the reason, never half-read.
  *
- *   {"format": 1, "device": "pi-0042", "desired_seq": 17,
+ *   {"format": 1, "device": "pi-0042", "desired_seq": 17, "desired_done": true,
  *    "models": [{"name": "digits",
  *                "current":  {"slot": "1.1.0-3f2a...", "package": "<64 hex>", "version": "1.1.0"},
  *                "previous": {...} | null}],
@@ -84,7 +84,10 @@ struct mf_state_counters {
 struct mf_state {
     bool fresh; /* not stored: true when mf_state_load found no file */
     char device[MF_NAME_MAX + 1];
-    uint64_t desired_seq;          /* last desired-state seq applied, 0 = none */
+    uint64_t desired_seq;          /* last desired-state seq accepted, 0 = none */
+    bool desired_done;             /* every model of that desired state was tried (activated or
+                                      refused); false: re-apply <state_dir>/desired.msg on start.
+                                      Optional in the file, default true. */
     struct mf_state_model *models; /* owned, sorted by name, unique */
     size_t n_models;
     struct mf_state_op op;

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 int64_t mf_clock_now(void)
 {
     struct timespec ts;
@@ -62,4 +64,15 @@ enum mf_err mf_time_parse(const char *s, int64_t *out)
         return MF_ERR_PARSE;
     *out = clock__days(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
     return MF_OK;
+}
+
+uint64_t mf_clock_jitter(uint64_t d)
+{
+    uint64_t half = d / 2;
+    uint64_t span = d - half;
+    if (span == 0)
+        return d;
+    if (span > UINT32_MAX - 1)
+        span = UINT32_MAX - 1;
+    return half + randombytes_uniform((uint32_t)span + 1);
 }

@@ -11,6 +11,10 @@
 
 int64_t mf_clock_now(void);     /* seconds since the epoch */
 int64_t mf_clock_mono_ns(void); /* monotonic nanoseconds */
+/* A uniform random draw in [d/2, d]: the jitter of every backoff (downloads,
+ * broker reconnects), so a fleet that lost its server does not return in
+ * lockstep. */
+uint64_t mf_clock_jitter(uint64_t d);
 void mf_time_format(int64_t t, char out[MF_RFC3339_LEN]);
 /* Accepts exactly "YYYY-MM-DDTHH:MM:SSZ", from 1970 on, no leap second (so
  * formatting the result gives the same text back). */

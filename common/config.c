@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "buf.h"
 #include "fs.h"
@@ -258,4 +259,138 @@ enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *p
 out:
     mf_buf_free(&text);
     return err;
+}
+
+/* argv[i] is "--config FILE" or "--config=FILE": the file name, or NULL for
+ * any other argument; *i moves past a separate value. */
+static enum mf_err cfg__config_arg(int argc, char **argv, int *i, const char **file,
+                                   struct mf_diag *diag)
+{
+    *file = NULL;
+    if (strncmp(argv[*i], "--config=", 9) == 0) {
+        *file = argv[*i] + 9;
+    } else if (strcmp(argv[*i], "--config") == 0) {
+        if (*i + 1 >= argc)
+            return mf_diag_set(diag, MF_ERR_USAGE, "--config", "needs a file name");
+        *file = argv[++*i];
+    }
+    return MF_OK;
+}
+
+enum mf_err mf_cfg_load_args(const struct mf_cfg_key *table, void *obj, int argc, char **argv,
+                             int first, const char *default_file, int *rest, struct mf_diag *diag)
+{
+    enum mf_err rc;
+    const char *file;
+    bool had_config = false;
+    int end = argc;
+    struct stat st;
+
+    MF_ASSERT(first >= 0 && first <= argc);
+    mf_cfg_defaults(table, obj);
+    /* First pass: where the flags end, and the config files, in order. */
+    for (int i = first; i < argc; i++) {
+        if (strncmp(argv[i], "--", 2) != 0) {
+            if (rest) {
+                end = i;
+                break;
+            }
+            rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "unexpected argument");
+            goto fail;
+        }
+        if ((rc = cfg__config_arg(argc, argv, &i, &file, diag)) != MF_OK)
+            goto fail;
+        if (file) {
+            had_config = true;
+            if ((rc = mf_cfg_load(table, obj, file, diag)) != MF_OK)
+                goto fail;
+        } else if (!strchr(argv[i], '=')) {
+            i++; /* its value (a missing one is reported below) */
+        }
+    }
+    if (!had_config && default_file && stat(default_file, &st) == 0 &&
+        (rc = mf_cfg_load(table, obj, default_file, diag)) != MF_OK)
+        goto fail;
+    /* Second pass: the flags override whatever the files said. */
+    for (int i = first; i < end; i++) {
+        const char *arg = argv[i], *val;
+        char key[64];
+        size_t n;
+
+        if ((rc = cfg__config_arg(argc, argv, &i, &file, diag)) != MF_OK)
+            goto fail;
+        if (file)
+            continue;
+        arg += 2;
+        val = strchr(arg, '=');
+        n = val ? (size_t)(val - arg) : strlen(arg);
+        if (n == 0 || n >= sizeof key) {
+            rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "unknown option");
+            goto fail;
+        }
+        for (size_t j = 0; j < n; j++)
+            key[j] = arg[j] == '-' ? '_' : arg[j];
+        key[n] = '\0';
+        if (val) {
+            val++;
+        } else {
+            if (i + 1 >= argc) {
+                rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "needs a value");
+                goto fail;
+            }
+            val = argv[++i];
+        }
+        rc = mf_cfg_set(table, obj, key, val, diag);
+        if (rc != MF_OK) {
+            mf_diag_prefix(diag, "option");
+            goto fail;
+        }
+    }
+    if (rest)
+        *rest = end;
+    return MF_OK;
+fail:
+    mf_cfg_free(table, obj);
+    return rc;
+}
+
+enum mf_err mf_split_hostport(const char *s, char **host, int *port)
+{
+    const char *colon = strrchr(s, ':'), *h = s, *d;
+    size_t hl;
+    long p = 0;
+
+    if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5)
+        return MF_ERR_USAGE;
+    for (d = colon + 1; *d; d++) {
+        if (*d < '0' || *d > '9')
+            return MF_ERR_USAGE;
+        p = p * 10 + (*d - '0');
+    }
+    if (p > 65535)
+        return MF_ERR_USAGE;
+    hl = (size_t)(colon - s);
+    if (h[0] == '[') { /* [v6]:port */
+        if (hl < 3 || s[hl - 1] != ']')
+            return MF_ERR_USAGE;
+        h++;
+        hl -= 2;
+        if (memchr(h, '[', hl) || memchr(h, ']', hl))
+            return MF_ERR_USAGE;
+    } else if (memchr(h, ':', hl) || memchr(h, '[', hl) || memchr(h, ']', hl)) {
+        return MF_ERR_USAGE; /* a bare IPv6 address must be bracketed */
+    }
+    for (size_t i = 0; i < hl; i++)
+        if ((unsigned char)h[i] <= ' ' || h[i] == '/' || h[i] == 0x7f)
+            return MF_ERR_USAGE;
+    *host = mf_xstrndup(h, hl);
+    *port = (int)p;
+    return MF_OK;
+}
+
+void mf_cfg_help(FILE *out, const struct mf_cfg_key *table)
+{
+    for (const struct mf_cfg_key *k = table; k->name; k++)
+        fprintf(out, "  %-28s %s%s%s%s\n", k->name, k->help, k->def ? " [" : "",
+                k->def ? k->def : "", k->def ? "]" : "");
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -48,6 +49,25 @@ MF_MUST_CHECK enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, 
  * MF_ERR_SCHEMA here (a defect of the file). */
 MF_MUST_CHECK enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
                                       struct mf_diag *diag);
+/* A binary's whole configuration from its command line: defaults, then the
+ * file of every `--config FILE` / `--config=FILE` in order (or, when there is
+ * none, default_file if it is non-NULL and exists), then every `--key value` /
+ * `--key=value` flag of argv[first..) ('-' in a key name reads as '_'),
+ * wherever the flags stand relative to --config. With rest == NULL every
+ * argument must be a flag (a stray one is MF_ERR_USAGE "unexpected
+ * argument"); otherwise the flags end at the first argument that does not
+ * start with "--" and *rest gets its index (argc when there is none). An
+ * unknown flag or a missing value is MF_ERR_USAGE; a bad value MF_ERR_PARSE
+ * (diag->where starts with "option"); file errors as mf_cfg_load. On error
+ * obj is freed (mf_cfg_free) and *rest is not written. */
+MF_MUST_CHECK enum mf_err mf_cfg_load_args(const struct mf_cfg_key *table, void *obj, int argc,
+                                           char **argv, int first, const char *default_file,
+                                           int *rest, struct mf_diag *diag);
+/* Splits "host:port" (host may be "[v6]"; no blanks, control characters or
+ * '/'; port 0..65535); *host is malloc'd. MF_ERR_USAGE otherwise. */
+MF_MUST_CHECK enum mf_err mf_split_hostport(const char *s, char **host, int *port);
+/* Prints one line per key: name, help, [default]. */
+void mf_cfg_help(FILE *out, const struct mf_cfg_key *table);
 /* Frees the owned strings and lists of obj (not obj itself). */
 void mf_cfg_free(const struct mf_cfg_key *table, void *obj);
 

@@ -42,6 +42,7 @@ static const struct {
     [MF_ERR_DB] = {"database", "database error"},
     [MF_ERR_WRONG_TARGET] = {"wrong_target", "addressed to another device"},
     [MF_ERR_STALE] = {"stale", "stale or replayed sequence number"},
+    [MF_ERR_REFUSED] = {"refused", "refused by the activation gate"},
 };
 
 void mf_assert_fail(const char *file, int line, const char *cond)

@@ -48,6 +48,7 @@ enum mf_err {
     MF_ERR_DB,            /* the database refused a statement */
     MF_ERR_WRONG_TARGET,  /* a message addressed to another device */
     MF_ERR_STALE,         /* a sequence number not above the last one applied */
+    MF_ERR_REFUSED,       /* a model the activation gate refused */
     MF_ERR__COUNT
 };
 

@@ -47,101 +47,7 @@ const struct mf_cfg_key mf_server_config_table[] = {
 enum mf_err mf_server_config_load(struct mf_server_config *c, int argc, char **argv, int first,
                                   struct mf_diag *diag)
 {
-    enum mf_err rc;
-
-    mf_cfg_defaults(mf_server_config_table, c);
-    for (int i = first; i < argc; i++) {
-        const char *file = NULL;
-        if (strncmp(argv[i], "--config=", 9) == 0) {
-            file = argv[i] + 9;
-        } else if (strcmp(argv[i], "--config") == 0) {
-            if (i + 1 >= argc) {
-                rc = mf_diag_set(diag, MF_ERR_USAGE, "--config", "needs a file name");
-                goto fail;
-            }
-            file = argv[++i];
-        }
-        if (file && (rc = mf_cfg_load(mf_server_config_table, c, file, diag)) != MF_OK)
-            goto fail;
-    }
-    for (int i = first; i < argc; i++) {
-        const char *arg = argv[i], *val;
-        char key[64];
-        size_t n;
-
-        if (strcmp(arg, "--config") == 0) {
-            i++;
-            continue;
-        }
-        if (strncmp(arg, "--config=", 9) == 0)
-            continue;
-        if (strncmp(arg, "--", 2) != 0) {
-            rc = mf_diag_set(diag, MF_ERR_USAGE, arg, "unexpected argument");
-            goto fail;
-        }
-        arg += 2;
-        val = strchr(arg, '=');
-        n = val ? (size_t)(val - arg) : strlen(arg);
-        if (n == 0 || n >= sizeof key) {
-            rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "unknown option");
-            goto fail;
-        }
-        for (size_t j = 0; j < n; j++)
-            key[j] = arg[j] == '-' ? '_' : arg[j];
-        key[n] = '\0';
-        if (val) {
-            val++;
-        } else {
-            if (i + 1 >= argc) {
-                rc = mf_diag_set(diag, MF_ERR_USAGE, argv[i], "needs a value");
-                goto fail;
-            }
-            val = argv[++i];
-        }
-        rc = mf_cfg_set(mf_server_config_table, c, key, val, diag);
-        if (rc != MF_OK) {
-            mf_diag_prefix(diag, "option");
-            goto fail;
-        }
-    }
-    return MF_OK;
-fail:
-    mf_cfg_free(mf_server_config_table, c);
-    return rc;
-}
-
-enum mf_err mf_server_split_hostport(const char *s, char **host, int *port)
-{
-    const char *colon = strrchr(s, ':'), *h = s, *d;
-    size_t hl;
-    long p = 0;
-
-    if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5)
-        return MF_ERR_USAGE;
-    for (d = colon + 1; *d; d++) {
-        if (*d < '0' || *d > '9')
-            return MF_ERR_USAGE;
-        p = p * 10 + (*d - '0');
-    }
-    if (p > 65535)
-        return MF_ERR_USAGE;
-    hl = (size_t)(colon - s);
-    if (h[0] == '[') { /* [v6]:port */
-        if (hl < 3 || s[hl - 1] != ']')
-            return MF_ERR_USAGE;
-        h++;
-        hl -= 2;
-        if (memchr(h, '[', hl) || memchr(h, ']', hl))
-            return MF_ERR_USAGE;
-    } else if (memchr(h, ':', hl) || memchr(h, '[', hl) || memchr(h, ']', hl)) {
-        return MF_ERR_USAGE; /* a bare IPv6 address must be bracketed */
-    }
-    for (size_t i = 0; i < hl; i++)
-        if (h[i] == ' ' || h[i] == '\t')
-            return MF_ERR_USAGE;
-    *host = mf_xstrndup(h, hl);
-    *port = (int)p;
-    return MF_OK;
+    return mf_cfg_load_args(mf_server_config_table, c, argc, argv, first, NULL, NULL, diag);
 }
 
 enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_diag *diag)
@@ -154,7 +60,7 @@ enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_d
     int port;
     enum mf_err rc;
 
-    if (mf_server_split_hostport(c->listen, &host, &port) != MF_OK)
+    if (mf_split_hostport(c->listen, &host, &port) != MF_OK)
         return mf_diag_set(diag, MF_ERR_SCHEMA, "listen", "\"%s\" is not host:port", c->listen);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
     int gai = getaddrinfo(host, NULL, &hints, &ai);
@@ -167,7 +73,7 @@ enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_d
         return rc;
     }
     free(host);
-    if (mf_server_split_hostport(c->mqtt_broker, &host, &port) != MF_OK)
+    if (mf_split_hostport(c->mqtt_broker, &host, &port) != MF_OK)
         return mf_diag_set(diag, MF_ERR_SCHEMA, "mqtt_broker", "\"%s\" is not host:port",
                            c->mqtt_broker);
     free(host);

@@ -43,9 +43,6 @@ MF_MUST_CHECK enum mf_err mf_server_config_load(struct mf_server_config *c, int 
 MF_MUST_CHECK enum mf_err mf_server_config_check(const struct mf_server_config *c,
                                                  struct mf_diag *diag);
 
-/* Splits "host:port" (host may be "[v6]"); host is malloc'd. */
-MF_MUST_CHECK enum mf_err mf_server_split_hostport(const char *s, char **host, int *port);
-
 /* The HTTP worker count: http_threads, or the number of online CPUs for 0. */
 unsigned mf_server_http_threads(const struct mf_server_config *c);
 

@@ -520,7 +520,7 @@ enum mf_err mf_http_start(struct mf_server *srv, const struct mf_route *routes, 
     int port;
     enum mf_err rc = MF_OK;
 
-    if (mf_server_split_hostport(srv->cfg.listen, &host, &port) != MF_OK)
+    if (mf_split_hostport(srv->cfg.listen, &host, &port) != MF_OK)
         return mf_diag_set(diag, MF_ERR_USAGE, "listen", "\"%s\" is not host:port",
                            srv->cfg.listen);
     snprintf(portbuf, sizeof portbuf, "%d", port);

@@ -27,9 +27,7 @@ static void server__help(void)
            "       modelfleet-server token create --role admin|operator|viewer|enroll --name N\n"
            "                         [--max-uses N] [--expires-in SECONDS] [--config FILE]\n"
            "\nConfig keys (file lines `key = value`, or flags --key value):\n");
-    for (const struct mf_cfg_key *k = mf_server_config_table; k->name; k++)
-        printf("  %-28s %s%s%s%s\n", k->name, k->help, k->def ? " [" : "", k->def ? k->def : "",
-               k->def ? "]" : "");
+    mf_cfg_help(stdout, mf_server_config_table);
 }
 
 static void server__db_free(void *db)

@@ -256,7 +256,7 @@ static void fuzz_hostport(const char *line)
 {
     char *host = NULL;
     int port = -1;
-    enum mf_err err = mf_server_split_hostport(line, &host, &port);
+    enum mf_err err = mf_split_hostport(line, &host, &port);
     if (err != MF_OK) {
         if (err != MF_ERR_USAGE || host || port != -1)
             fail("split_hostport('%s') refused with %s or wrote its out-parameters", line,

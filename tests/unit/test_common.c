@@ -252,6 +252,112 @@ static void test_config(void **state)
     mf_cfg_free(cfg_keys, &c);
 }
 
+static void test_config_args(void **state)
+{
+    (void)state;
+    struct cfg_test c;
+    struct mf_diag d = {0};
+    int rest = -1;
+    char *file = write_temp("name = file\ncount = 4\ntag = f\n");
+    char *other = write_temp("count = 6\n");
+    char *eq = mf_xasprintf("--config=%s", file);
+    char *missing = mf_xstrdup("/tmp/mf-cfg-missing-XXXXXX");
+    int fd = mkstemp(missing);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(missing);
+
+    /* --config=FILE; flags win over the file wherever they stand */
+    char *a1[] = {"prog", "--count", "9", eq, "--tag=x", "--on", "yes", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 7, a1, 1, NULL, NULL, &d), MF_OK);
+    assert_string_equal(c.name, "file");
+    assert_int_equal(c.count, 9);
+    assert_true(c.on);
+    assert_int_equal(c.tags.n, 2); /* file, then flag */
+    assert_string_equal(c.tags.v[1], "x");
+    mf_cfg_free(cfg_keys, &c);
+
+    /* several --config files load in order; `first` skips leading words */
+    char *a2[] = {"prog", "serve", "--config", file, "--config", other, NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 6, a2, 2, NULL, NULL, &d), MF_OK);
+    assert_int_equal(c.count, 6);
+    assert_string_equal(c.name, "file");
+    mf_cfg_free(cfg_keys, &c);
+
+    /* missing values, unknown flags, stray words: usage errors, obj freed */
+    char *b1[] = {"prog", "--count", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 2, b1, 1, NULL, NULL, &d), MF_ERR_USAGE);
+    assert_string_equal(d.what, "needs a value");
+    assert_null(c.name);
+    char *b2[] = {"prog", "--config", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 2, b2, 1, NULL, NULL, &d), MF_ERR_USAGE);
+    assert_string_equal(d.where, "--config");
+    char *b3[] = {"prog", "--colour=blue", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 2, b3, 1, NULL, NULL, &d), MF_ERR_USAGE);
+    assert_string_equal(d.what, "unknown key 'colour'");
+    assert_null(c.name);
+    char *b4[] = {"prog", "--count", "1", "stray", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 4, b4, 1, NULL, NULL, &d), MF_ERR_USAGE);
+    assert_string_equal(d.what, "unexpected argument");
+    assert_string_equal(d.where, "stray");
+    char *b5[] = {"prog", "--count=12", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 2, b5, 1, NULL, NULL, &d), MF_ERR_PARSE);
+    assert_int_equal(strncmp(d.where, "option", 6), 0);
+    char *b6[] = {"prog", "--", "x", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 3, b6, 1, NULL, NULL, &d), MF_ERR_USAGE);
+    char *b7[] = {"prog", "--config", missing, NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 3, b7, 1, NULL, NULL, &d), MF_ERR_IO);
+    assert_null(c.name);
+
+    /* rest: the flags end at the first word; a flag's value is not a word */
+    char *r1[] = {"prog", "--name", "status", "status", "--json", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 5, r1, 1, NULL, &rest, &d), MF_OK);
+    assert_int_equal(rest, 3);
+    assert_string_equal(c.name, "status");
+    mf_cfg_free(cfg_keys, &c);
+    char *r2[] = {"prog", "--count=2", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 2, r2, 1, NULL, &rest, &d), MF_OK);
+    assert_int_equal(rest, 2);
+    mf_cfg_free(cfg_keys, &c);
+    char *r3[] = {"prog", "-v", "--count=2", NULL}; /* "-v" is a word, not a flag */
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 3, r3, 1, NULL, &rest, &d), MF_OK);
+    assert_int_equal(rest, 1);
+    assert_int_equal(c.count, 3); /* nothing after the word is read */
+    mf_cfg_free(cfg_keys, &c);
+    rest = -1;
+    char *r4[] = {"prog", "--count=99", "cmd", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 3, r4, 1, NULL, &rest, &d), MF_ERR_PARSE);
+    assert_int_equal(rest, -1); /* not written on error */
+
+    /* default_file: read when it exists and no --config is given */
+    char *p1[] = {"prog", "--count=8", NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 2, p1, 1, file, NULL, &d), MF_OK);
+    assert_string_equal(c.name, "file");
+    assert_int_equal(c.count, 8);
+    mf_cfg_free(cfg_keys, &c);
+    char *p2[] = {"prog", "--config", other, NULL};
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 3, p2, 1, file, NULL, &d), MF_OK);
+    assert_string_equal(c.name, "default"); /* --config replaces the default file */
+    assert_int_equal(c.count, 6);
+    mf_cfg_free(cfg_keys, &c);
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 1, p1, 1, missing, &rest, &d), MF_OK);
+    assert_string_equal(c.name, "default"); /* a missing default file is no error */
+    assert_int_equal(rest, 1);
+    mf_cfg_free(cfg_keys, &c);
+    char *bad = write_temp("count = many\n"); /* a broken default file is one */
+    assert_int_equal(mf_cfg_load_args(cfg_keys, &c, 1, p1, 1, bad, NULL, &d), MF_ERR_PARSE);
+    assert_null(c.name);
+
+    unlink(bad);
+    unlink(file);
+    unlink(other);
+    free(bad);
+    free(file);
+    free(other);
+    free(eq);
+    free(missing);
+}
+
 static void test_fs(void **state)
 {
     (void)state;
@@ -326,7 +432,7 @@ int main(void)
         cmocka_unit_test(test_codecs),      cmocka_unit_test(test_dec_u64),
         cmocka_unit_test(test_hash_vector), cmocka_unit_test(test_semver),
         cmocka_unit_test(test_time),        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_fs),
+        cmocka_unit_test(test_config_args), cmocka_unit_test(test_fs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -834,7 +834,7 @@ static void test_split_hostport(void **state)
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         host = NULL;
         port = -1;
-        if (mf_server_split_hostport(ok[i].in, &host, &port) != MF_OK)
+        if (mf_split_hostport(ok[i].in, &host, &port) != MF_OK)
             fail_msg("'%s' was refused", ok[i].in);
         assert_string_equal(host, ok[i].host);
         assert_int_equal(port, ok[i].port);
@@ -843,7 +843,7 @@ static void test_split_hostport(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         host = NULL;
         port = -1;
-        if (mf_server_split_hostport(bad[i], &host, &port) != MF_ERR_USAGE)
+        if (mf_split_hostport(bad[i], &host, &port) != MF_ERR_USAGE)
             fail_msg("'%s' was accepted as host '%s' port %d", bad[i], host ? host : "", port);
         assert_null(host);
         assert_int_equal(port, -1);
