@@ -272,26 +272,30 @@ static void publish_spool(struct daemon *d)
     struct mf_spool *sp = mf_agent_spool(d->ag);
     size_t n = mf_spool_count(sp);
     for (size_t i = 0; i < n && d->n_inflight < MF_DAEMON_WINDOW; i++) {
-        uint64_t msg;
+        uint64_t msg = mf_spool_number(sp, i);
         enum mf_devmsg_kind kind;
         uint8_t *payload = NULL;
         size_t len = 0;
         struct mf_diag diag = {0};
+        if (msg <= d->published_upto)
+            continue; /* in flight on this connection */
         if (mf_spool_get(sp, i, &msg, &kind, &payload, &len, &diag) != MF_OK) {
-            mf_log(MF_LOG_WARN, "spool: %s: %s", diag.where, diag.what);
+            /* Unreadable (damaged storage): dropped, so it cannot block the rest. */
+            mf_log(MF_LOG_WARN, "spool: %s: %s; message %" PRIu64 " dropped", diag.where, diag.what,
+                   msg);
+            if (mf_spool_ack(sp, msg, &diag) != MF_OK)
+                break;
+            n--;
+            i--;
             continue;
         }
-        if (msg > d->published_upto) {
-            int mid = 0;
-            int rc = mosquitto_publish(d->mosq, &mid, d->topics[kind], (int)len, payload, 1, false);
-            if (rc != MOSQ_ERR_SUCCESS) {
-                free(payload);
-                break; /* connection gone: everything is resent on the next connect */
-            }
-            d->inflight[d->n_inflight++] = (struct inflight){mid, msg};
-            d->published_upto = msg;
-        }
+        int mid = 0;
+        int rc = mosquitto_publish(d->mosq, &mid, d->topics[kind], (int)len, payload, 1, false);
         free(payload);
+        if (rc != MOSQ_ERR_SUCCESS)
+            break; /* connection gone: everything is resent on the next connect */
+        d->inflight[d->n_inflight++] = (struct inflight){mid, msg};
+        d->published_upto = msg;
     }
 }
 
@@ -338,9 +342,9 @@ static uint8_t *flush(struct daemon *d, bool take_desired, size_t *desired_len)
     }
     d->connected = connected;
     if (connected) {
+        publish_spool(d); /* events first: the state names the last one */
         if (d->state_dirty)
             publish_state(d);
-        publish_spool(d);
         wake(d->wake_net[1]);
     }
     return desired;

@@ -335,6 +335,11 @@ static uint64_t ins__slots_bytes(const char *state_dir, const char *skip_model,
     return sum;
 }
 
+uint64_t mf_install_usage(const char *state_dir)
+{
+    return ins__slots_bytes(state_dir, NULL, NULL);
+}
+
 /* Removes staging directories and temp links in the model directory dirfd;
  * names are added to cleaned (as "<prefix>/<entry>") when not NULL. */
 static enum mf_err ins__clean_model(int dirfd_, const char *prefix, struct mf_strlist *cleaned)

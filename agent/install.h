@@ -95,6 +95,9 @@ MF_MUST_CHECK enum mf_err mf_install_rollback(const char *state_dir, const char 
 MF_MUST_CHECK enum mf_err mf_install_prune(const char *state_dir, const char *name, unsigned keep,
                                            unsigned *removed, struct mf_diag *diag);
 
+/* Bytes the slots of every model take (file sizes). */
+uint64_t mf_install_usage(const char *state_dir);
+
 /* Deletes one slot that is neither current nor previous (a refused
  * candidate): MF_ERR_CONFLICT for current or previous; a missing slot is
  * MF_OK. */

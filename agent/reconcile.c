@@ -544,12 +544,24 @@ static enum mf_err ag__install(struct mf_agent *ag, const struct job *j, struct 
         if ((err = ag__op(ag, MF_STATE_OP_INSTALL, j->model, j->package, j->version, NULL,
                           MF_STATE_PHASE_DOWNLOAD, diag)) != MF_OK)
             return err;
+        uint64_t used = c->disk_budget ? mf_install_usage(c->state_dir) : 0;
         if (!ag->ops.fetch)
             err = mf_diag_set(diag, MF_ERR_UNAVAILABLE, "server_url", "no server configured");
+        else if (c->disk_budget &&
+                 (j->dm->size > c->disk_budget || used + 2 * j->dm->size > c->disk_budget))
+            /* the blob and its extracted slot are on disk together for a while */
+            err = mf_diag_set(diag, MF_ERR_DISK_BUDGET, j->package,
+                              "%" PRIu64 " bytes to download and about as many to extract, "
+                              "%" PRIu64 " bytes of models installed: over the disk budget "
+                              "of %" PRIu64 " bytes",
+                              j->dm->size, used, c->disk_budget);
         else
             err = ag->ops.fetch(ag->ops.ctx, j->dm, ag->downloads, &path, diag);
         if (err != MF_OK) {
-            ag__event_err(ag, j, MF_EVENT_DOWNLOAD_FAILED, mf_errname(err), diag);
+            /* Stopped by SIGTERM: not a failure; the .part and the pending
+             * desired state carry on at the next start. */
+            if (!(ag->stop && *ag->stop))
+                ag__event_err(ag, j, MF_EVENT_DOWNLOAD_FAILED, mf_errname(err), diag);
             return ag__fail(ag, j->model, NULL, err);
         }
         crash_point("fetch:done");

@@ -469,6 +469,12 @@ size_t mf_spool_count(const struct mf_spool *sp)
     return sp->n;
 }
 
+uint64_t mf_spool_number(const struct mf_spool *sp, size_t i)
+{
+    MF_ASSERT(i < sp->n);
+    return sp->items[sp->head + i].num;
+}
+
 uint64_t mf_spool_bytes(const struct mf_spool *sp)
 {
     return sp->bytes;

@@ -63,6 +63,8 @@ MF_MUST_CHECK enum mf_err mf_spool_push(struct mf_spool *sp, uint64_t msg, enum 
 /* Pending messages, oldest first: index 0 .. mf_spool_count()-1. */
 size_t mf_spool_count(const struct mf_spool *sp);
 uint64_t mf_spool_bytes(const struct mf_spool *sp);
+/* The number of pending message i (i < mf_spool_count(), else abort). */
+uint64_t mf_spool_number(const struct mf_spool *sp, size_t i);
 uint64_t mf_spool_dropped(const struct mf_spool *sp);
 
 /* Reads pending message i (0 = oldest): its number, kind and payload

@@ -12,7 +12,7 @@ MF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MF_PACKAGES=(build-essential cmake pkg-config git ca-certificates tar zstd
              libsodium-dev libarchive-dev libjansson-dev libcmocka-dev libzstd-dev
              libpq-dev libmicrohttpd-dev libcurl4-openssl-dev libmosquitto-dev
-             postgresql mosquitto curl jq wrk libopencv-dnn-dev
+             postgresql mosquitto mosquitto-clients curl jq wrk libopencv-dnn-dev
              python3 python3-cryptography)
 
 mf_install_deps() {

@@ -453,6 +453,28 @@ static void test_desired_refused(void **state)
     mf_agent_config_free(&c);
 }
 
+/* A desired package that cannot fit is refused before any byte is fetched. */
+static void test_budget_before_download(void **state)
+{
+    (void)state;
+    struct mf_agent_config c;
+    config(&c, MF_OPENCV_RUNNER[0] ? MF_OPENCV_RUNNER : "/bin/false");
+    c.disk_budget = sizes[P_FP32] + sizes[P_FP32] / 2;
+    struct mf_agent *ag = open_agent(&c);
+    unsigned before = fetches;
+    assert_int_equal(apply(ag, &srv_key, "pi-0042", 1, P_FP32, NULL), MF_OK);
+    assert_int_equal(fetches, before);
+    expect_trail(ag, 0, "desired_accepted download_failed:disk_budget");
+    json_t *ev = spooled(ag, MF_DEVMSG_EVENT);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_array_get(ev, 1), "detail")), "budget"));
+    json_decref(ev);
+    assert_int_equal(mf_agent_state(ag)->n_models, 0);
+    assert_int_equal(mf_agent_state(ag)->op.kind, MF_STATE_OP_NONE);
+    mf_agent_close(ag);
+    mf_agent_config_free(&c);
+}
+
 /* ---- broken packages and runners ---- */
 
 static void test_bad_packages(void **state)
@@ -717,9 +739,10 @@ static void test_kill_everywhere(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fp32_int8_int2), cmocka_unit_test(test_desired_refused),
-        cmocka_unit_test(test_bad_packages),   cmocka_unit_test(test_broken_runners),
-        cmocka_unit_test(test_hook),           cmocka_unit_test(test_kill_everywhere),
+        cmocka_unit_test(test_fp32_int8_int2),         cmocka_unit_test(test_desired_refused),
+        cmocka_unit_test(test_budget_before_download), cmocka_unit_test(test_bad_packages),
+        cmocka_unit_test(test_broken_runners),         cmocka_unit_test(test_hook),
+        cmocka_unit_test(test_kill_everywhere),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
