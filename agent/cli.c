@@ -81,6 +81,12 @@ static int cli__status(const struct mf_agent_config *c, bool as_json)
     struct mf_diag d = {0};
     if (mf_state_load(c->state_dir, &s, &d) != MF_OK)
         return cli__fail(&d);
+    if (!s->fresh && strcmp(s->device, c->device_id) != 0) {
+        mf_diag_set(&d, MF_ERR_CONFLICT, c->state_dir,
+                    "the state directory belongs to device %s, not %s", s->device, c->device_id);
+        mf_state_free(s);
+        return cli__fail(&d);
+    }
     size_t pending = cli__spool_pending(c->state_dir);
     int rc = 0;
     if (as_json) {

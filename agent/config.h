@@ -45,11 +45,12 @@ struct mf_agent_config {
     int64_t download_backoff_max_ms;
 
     int64_t runner_timeout; /* seconds for one runner run */
-    uint64_t runner_memory; /* address-space limit for a runner (0 = memory_budget, else none) */
+    uint64_t runner_memory; /* address-space limit for a runner; 0 = 2 x memory_budget (address
+                               space runs ahead of RSS), none without a budget */
     int64_t benchmark_warmup;
     int64_t benchmark_threads; /* 0 = the runner picks */
 
-    char *hook; /* run after activation: hook <model> <path of current> <version>; "" = none */
+    char *hook;           /* after activation: hook MODEL MODEL_FILE VERSION SLOT_DIR; "" = none */
     int64_t hook_timeout; /* seconds */
 
     uint64_t spool_max_bytes;

@@ -484,6 +484,16 @@ enum mf_err mf_install_unpack(const char *pkg_path, const struct mf_keyring *tru
     if (lstat(slot_path, &st) == 0) {
         struct mf_diag why;
         if (ins__check(slot_path, true, head.manifest_bytes, head.manifest_len, &why) == MF_OK) {
+            /* The slot is whole, but this package file must verify too:
+             * its id is what the state will record. */
+            struct mf_pkg_opts vopts = {.agent_version = agent_version};
+            if ((err = mf_pkg_verify(pkg_path, trust, &vopts, &full, diag)) != MF_OK)
+                goto out;
+            if (full.manifest_len != head.manifest_len ||
+                memcmp(full.manifest_bytes, head.manifest_bytes, full.manifest_len) != 0) {
+                err = mf_diag_set(diag, MF_ERR_IO, pkg_path, "the package changed while read");
+                goto out;
+            }
             r.reused = true;
             r.payload_bytes = mf_manifest_payload_bytes(head.manifest);
             r.manifest = head.manifest;

@@ -322,7 +322,9 @@ static enum mf_err ag__run(struct mf_agent *ag, const char *runner, const char *
                                   .warmup = (unsigned)c->benchmark_warmup,
                                   .threads = (unsigned)c->benchmark_threads,
                                   .timeout_ms = (uint64_t)c->runner_timeout * 1000,
-                                  .memory_bytes = c->runner_memory};
+                                  .memory_bytes = c->runner_memory   ? c->runner_memory
+                                                  : c->memory_budget ? 2 * c->memory_budget
+                                                                     : 0};
     return mf_runner_run(&spec, out, diag);
 }
 
@@ -546,7 +548,8 @@ static enum mf_err ag__install(struct mf_agent *ag, const struct job *j, struct 
             return err;
         uint64_t used = c->disk_budget ? mf_install_usage(c->state_dir) : 0;
         if (!ag->ops.fetch)
-            err = mf_diag_set(diag, MF_ERR_UNAVAILABLE, "server_url", "no server configured");
+            err = mf_diag_set(diag, MF_ERR_NOT_FOUND, "server_url",
+                              "no server configured to download from");
         else if (c->disk_budget &&
                  (j->dm->size > c->disk_budget || used + 2 * j->dm->size > c->disk_budget))
             /* the blob and its extracted slot are on disk together for a while */
@@ -590,8 +593,8 @@ static enum mf_err ag__install(struct mf_agent *ag, const struct job *j, struct 
                           "the package is not built for hardware class %s", c->hw_class);
     } else if (!mf_agent_config_runner(c, m->runtime)) {
         reason = "unsupported_runtime";
-        err = mf_diag_set(diag, MF_ERR_USAGE, j->package, "no runner is configured for runtime %s",
-                          m->runtime);
+        err = mf_diag_set(diag, MF_ERR_CONFLICT, j->package,
+                          "no runner is configured for runtime %s", m->runtime);
     }
     if (reason) {
         ag__event_err(ag, j, MF_EVENT_INSTALL_FAILED, reason, diag);

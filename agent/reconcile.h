@@ -91,8 +91,8 @@ MF_MUST_CHECK enum mf_err mf_agent_desired(struct mf_agent *ag, const uint8_t *m
 
 /* `modelfleet-agent install FILE`: the same verify / benchmark / gate /
  * activate path for a package file, no server. MF_OK when it was activated
- * (or already current); the refusal's error otherwise: MF_ERR_SCHEMA for the
- * gate ("refused"), the verifier's or runner's error for the rest. */
+ * (or already current); the refusal's error otherwise: MF_ERR_REFUSED for the
+ * gate, the verifier's or runner's error for the rest. */
 MF_MUST_CHECK enum mf_err mf_agent_install_file(struct mf_agent *ag, const char *path,
                                                 struct mf_diag *diag);
 

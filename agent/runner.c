@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -297,8 +298,12 @@ static void child__fail(int errfd, int stage)
 
 /* Runs in the forked child: async-signal-safe calls only. */
 static void child__exec(char *const argv[], const char *scratch, int in_fd, int out_fd, int err_fd,
-                        int exec_fd, const struct rlimit *as, int max_fd)
+                        int exec_fd, const struct rlimit *as, int max_fd, pid_t parent)
 {
+    /* Dies with the agent (kill -9, power-cut tests): no runner or hook
+     * outlives the process that would read its output. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+        _exit(127);
     struct sigaction dfl;
     sigset_t none;
     memset(&dfl, 0, sizeof dfl);
@@ -467,6 +472,7 @@ enum mf_err mf_runner_exec(const struct mf_exec_spec *spec, struct mf_buf *stdou
         goto out;
     }
     int64_t start = mf_clock_mono_ns();
+    pid_t parent = getpid();
     pid = fork();
     if (pid < 0) {
         err = mf_diag_errno(diag, errno, exe, "%s not started: fork", what);
@@ -474,7 +480,8 @@ enum mf_err mf_runner_exec(const struct mf_exec_spec *spec, struct mf_buf *stdou
         goto out;
     }
     if (pid == 0)
-        child__exec(spec->argv, spec->cwd, in_fd, out_p[1], err_p[1], exec_p[1], asp, (int)max_fd);
+        child__exec(spec->argv, spec->cwd, in_fd, out_p[1], err_p[1], exec_p[1], asp, (int)max_fd,
+                    parent);
     (void)setpgid(pid, pid); /* also done by the child; whoever is first wins */
     close(out_p[1]);
     close(err_p[1]);

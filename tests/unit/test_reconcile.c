@@ -498,6 +498,13 @@ static void test_bad_packages(void **state)
     assert_int_equal(mf_fs_write_file(bad, b.data, b.len, 0600, &d), MF_OK);
     mf_buf_free(&b);
     assert_int_not_equal(mf_agent_install_file(ag, bad, &d), MF_OK);
+    /* the same for the package that is current: its slot exists and is
+     * whole, but a tampered file is refused all the same */
+    assert_int_equal(mf_fs_read_file(pkgs[P_FP32], 1 << 26, &b, &d), MF_OK);
+    b.data[b.len - 3000] ^= 0x55;
+    assert_int_equal(mf_fs_write_file(bad, b.data, b.len, 0600, &d), MF_OK);
+    mf_buf_free(&b);
+    assert_int_equal(mf_agent_install_file(ag, bad, &d), MF_ERR_HASH_MISMATCH);
     free(bad);
     /* a disk budget too small for another slot */
     c.disk_budget = 20000;
@@ -506,7 +513,7 @@ static void test_bad_packages(void **state)
     char *trail = event_trail(ag, n);
     assert_non_null(strstr(trail, "install_failed:unknown_key install_failed:wrong_hardware "
                                   "install_failed:"));
-    assert_non_null(strstr(trail, "install_failed:disk_budget"));
+    assert_non_null(strstr(trail, "install_failed:hash_mismatch install_failed:disk_budget"));
     free(trail);
     expect_current_ok(&c, ids[P_FP32]);
     assert_int_equal(mf_agent_state(ag)->op.kind, MF_STATE_OP_NONE);
