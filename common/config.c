@@ -219,17 +219,22 @@ static char *cfg__trim(char *s)
     return s;
 }
 
-enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
-                        struct mf_diag *diag)
+enum mf_err mf_cfg_parse(const struct mf_cfg_key *table, void *obj, const void *data, size_t len,
+                         const char *name, struct mf_diag *diag)
 {
-    struct mf_buf text;
-    enum mf_err err = mf_fs_read_file(path, 1u << 20, &text, diag);
-    if (err != MF_OK)
-        return err;
-    char *line;
+    if (len > MF_CFG_FILE_MAX)
+        return mf_diag_set(diag, MF_ERR_TOO_LARGE, name, "over %u bytes", MF_CFG_FILE_MAX);
+    const char *nul = memchr(data, '\0', len);
+    if (nul) {
+        int lineno = 1;
+        for (const char *c = data; c < nul; c++)
+            lineno += *c == '\n';
+        return mf_diag_set(diag, MF_ERR_PARSE, name, "line %d: a NUL byte", lineno);
+    }
+    char *text = mf_xstrndup(data, len), *p = text, *line;
     int lineno = 0;
     char where[MF_DIAG_WHERE];
-    char *p = (char *)text.data;
+    enum mf_err err = MF_OK;
     while (p && *p) {
         char *nl = strchr(p, '\n');
         if (nl)
@@ -239,7 +244,7 @@ enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *p
         p = nl ? nl + 1 : NULL;
         if (!*line || *line == '#')
             continue;
-        snprintf(where, sizeof where, "%s:%d", path, lineno);
+        snprintf(where, sizeof where, "%s:%d", name, lineno);
         char *eq = strchr(line, '=');
         if (!eq) {
             err = mf_diag_set(diag, MF_ERR_PARSE, where, "expected 'key = value'");
@@ -257,6 +262,19 @@ enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *p
         }
     }
 out:
+    free(text);
+    return err;
+}
+
+enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
+                        struct mf_diag *diag)
+{
+    struct mf_buf text;
+    enum mf_err err = mf_fs_read_file(path, MF_CFG_FILE_MAX, &text, diag);
+    if (err != MF_OK)
+        return err;
+    err =
+        mf_cfg_parse(table, obj, text.data ? text.data : (const uint8_t *)"", text.len, path, diag);
     mf_buf_free(&text);
     return err;
 }

@@ -45,8 +45,14 @@ void mf_cfg_defaults(const struct mf_cfg_key *table, void *obj);
  * value of the wrong type or out of range; obj is unchanged on error. */
 MF_MUST_CHECK enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, const char *key,
                                      const char *value, struct mf_diag *diag);
-/* Loads a file; diag->where is "path:line". At most 1 MiB. An unknown key is
- * MF_ERR_SCHEMA here (a defect of the file). */
+#define MF_CFG_FILE_MAX (1u << 20) /* a config file, bytes */
+
+/* Applies the `key = value` lines of data[0..len) (at most MF_CFG_FILE_MAX
+ * bytes, no NUL byte); diag->where is "name:line". An unknown key is
+ * MF_ERR_SCHEMA here (a defect of the file); obj may be partly set on error. */
+MF_MUST_CHECK enum mf_err mf_cfg_parse(const struct mf_cfg_key *table, void *obj, const void *data,
+                                       size_t len, const char *name, struct mf_diag *diag);
+/* Loads a file with mf_cfg_parse; diag->where is "path:line". */
 MF_MUST_CHECK enum mf_err mf_cfg_load(const struct mf_cfg_key *table, void *obj, const char *path,
                                       struct mf_diag *diag);
 /* A binary's whole configuration from its command line: defaults, then the

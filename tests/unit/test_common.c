@@ -249,6 +249,12 @@ static void test_config(void **state)
     assert_string_equal(d.what, "expected 'key = value'");
     unlink(path);
     free(path);
+    /* a NUL byte would hide the rest of the file: refused, naming the line */
+    static const char nul[] = "count = 3\nname = a\0b\n";
+    assert_int_equal(mf_cfg_parse(cfg_keys, &c, nul, sizeof nul - 1, "x.conf", &d), MF_ERR_PARSE);
+    assert_string_equal(d.what, "line 2: a NUL byte");
+    assert_int_equal(mf_cfg_parse(cfg_keys, &c, "count = 4\r\n", 11, "x.conf", &d), MF_OK);
+    assert_int_equal(c.count, 4);
     mf_cfg_free(cfg_keys, &c);
 }
 
