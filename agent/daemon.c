@@ -516,7 +516,18 @@ enum mf_err mf_agent_daemon(const struct mf_agent_config *c, struct mf_diag *dia
         }
     }
     mf_log(MF_LOG_INFO, "stopping device=%s", c->device_id);
-    (void)flush(&d, false, NULL);
+    /* Give the broker up to a second to acknowledge what is in flight, so a
+     * clean stop leaves less to resend (a resend is harmless: at least once). */
+    int64_t until = mf_clock_mono_ns() + 1000LL * 1000 * 1000;
+    for (;;) {
+        (void)flush(&d, false, NULL);
+        int64_t left = until - mf_clock_mono_ns();
+        if (!d.connected || d.n_inflight == 0 || left <= 0)
+            break;
+        struct pollfd p = {.fd = d.wake_main[0], .events = POLLIN};
+        if (poll(&p, 1, (int)(left / 1000000) + 1) > 0)
+            drain(d.wake_main[0]);
+    }
     if (d.connected) {
         (void)mosquitto_publish(d.mosq, NULL, d.topics[MF_DEVMSG_ONLINE], 1, "0", 1, true);
         (void)mosquitto_disconnect(d.mosq);

@@ -100,6 +100,13 @@ enum mf_err mf_cfg_set(const struct mf_cfg_key *table, void *obj, const char *ke
     char *end = NULL;
     if (!k)
         return mf_diag_set(diag, MF_ERR_USAGE, NULL, "unknown key '%s'", key);
+    /* Values end up in paths, topics and log lines: no control characters
+     * (MULTI values are free-form text, e.g. package metadata, escaped where
+     * they go). */
+    for (const char *c = value; k->type != MF_CFG_MULTI && *c; c++)
+        if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f)
+            return mf_diag_set(diag, MF_ERR_PARSE, k->name,
+                               "a control character (byte 0x%02x) in the value", (unsigned char)*c);
     switch (k->type) {
     case MF_CFG_STR:
         free(*CFG_FIELD(obj, k, char *));
