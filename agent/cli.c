@@ -3,18 +3,25 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
-#include <curl/curl.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "agent/config.h"
 #include "agent/daemon.h"
+#include "agent/fetch.h"
 #include "agent/install.h"
 #include "agent/reconcile.h"
 #include "agent/state.h"
+#include "common/buf.h"
+#include "common/fs.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -146,12 +153,36 @@ static int cli__status(const struct mf_agent_config *c, bool as_json)
 
 /* ---- local commands ---- */
 
+/* MF_ERR_CONFLICT while a daemon runs on this state directory: local changes
+ * would race with the desired states it applies. */
+static enum mf_err cli__no_daemon(const struct mf_agent_config *c, struct mf_diag *d)
+{
+    char *path = mf_xasprintf("%s/" MF_AGENT_DAEMON_LOCK, c->state_dir);
+    enum mf_err err = MF_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        char pid[32] = "";
+        ssize_t r = pread(fd, pid, sizeof pid - 1, 0);
+        pid[r > 0 ? r : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        err = mf_diag_set(d, MF_ERR_CONFLICT, c->state_dir,
+                          "the agent daemon (pid %s) is running on this state directory: stop "
+                          "it first (systemctl stop modelfleet-agent)",
+                          pid[0] ? pid : "?");
+    }
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return err;
+}
+
 static int cli__local(const struct mf_agent_config *c, const char *cmd, const char *arg)
 {
     struct mf_agent *ag = NULL;
     struct mf_diag d = {0};
     enum mf_err err;
-    if ((err = mf_agent_open(c, NULL, NULL, &ag, &d)) != MF_OK)
+    if ((err = cli__no_daemon(c, &d)) != MF_OK ||
+        (err = mf_agent_open(c, NULL, NULL, &ag, &d)) != MF_OK)
         return cli__fail(&d);
     if (strcmp(cmd, "install") == 0)
         err = mf_agent_install_file(ag, arg, &d);
@@ -175,6 +206,90 @@ static int cli__local(const struct mf_agent_config *c, const char *cmd, const ch
         printf("%zu event(s)/report(s) wait in the outbox for the broker\n", waiting);
     mf_agent_close(ag);
     return rc;
+}
+
+/* ---- the daemon's worker ---- */
+
+static volatile sig_atomic_t apply_stop;
+
+static void apply__signal(int sig)
+{
+    (void)sig;
+    apply_stop = 1;
+}
+
+/* One line to the daemon per change: "m <n>" for a message stored in the
+ * spool (it publishes it at once), "s" for a state change. */
+static void apply__changed(void *ctx, uint64_t msg)
+{
+    (void)ctx;
+    char line[32];
+    int n = msg ? snprintf(line, sizeof line, "m %llu\n", (unsigned long long)msg)
+                : snprintf(line, sizeof line, "s\n");
+    ssize_t w = write(STDOUT_FILENO, line, (size_t)n);
+    (void)w;
+}
+
+/* `apply [FILE]`: recovery, the pending desired state, then FILE's. Exit 0,
+ * or MF_AGENT_EXIT_PENDING while a download could not reach the server. */
+static int cli__apply(const struct mf_agent_config *c, const char *file)
+{
+    struct mf_agent_fetcher fetcher;
+    struct mf_agent *ag = NULL;
+    struct mf_diag d = {0};
+    int rc = 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = apply__signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mf_agent_fetcher_init(&fetcher, c, &apply_stop, &d) != MF_OK)
+        return cli__fail(&d);
+    struct mf_agent_ops ops = {.fetch = c->server_url && c->server_url[0] ? mf_agent_fetch : NULL,
+                               .changed = apply__changed,
+                               .ctx = &fetcher};
+    if (mf_agent_open(c, &ops, &apply_stop, &ag, &d) != MF_OK) {
+        rc = cli__fail(&d);
+        goto out;
+    }
+    if (mf_agent_resume(ag, &d) != MF_OK)
+        mf_log(MF_LOG_DEBUG, "resume: %s", d.what);
+    if (file && !apply_stop) {
+        struct mf_buf b;
+        if (mf_fs_read_file(file, MF_DESIRED_MAX + 1, &b, &d) == MF_OK ||
+            (d.err == MF_ERR_TOO_LARGE && mf_fs_read_file(file, 1u << 30, &b, &d) == MF_OK)) {
+            bool quiet;
+            if (mf_agent_desired(ag, b.data ? b.data : (const uint8_t *)"", b.len, &quiet, &d) !=
+                MF_OK)
+                mf_log(MF_LOG_DEBUG, "desired state refused: %s", d.what);
+            mf_buf_free(&b);
+        }
+        if (!apply_stop)
+            (void)unlink(file); /* handled: accepted (and saved) or refused */
+    }
+    rc = mf_agent_pending(ag) ? MF_AGENT_EXIT_PENDING : 0;
+out:
+    mf_agent_close(ag);
+    mf_agent_fetcher_free(&fetcher);
+    return rc;
+}
+
+/* `run`: becomes modelfleet-agentd (which links no download or archive
+ * library, so the idle daemon stays small). */
+static int cli__run(char **argv)
+{
+    char *agentd = mf_agent_sibling("modelfleet-agentd");
+    if (agentd) {
+        argv[0] = agentd;
+        execv(agentd, argv);
+    }
+    fprintf(stderr, "modelfleet-agent: %s: cannot start the daemon: %s\n",
+            agentd ? agentd : "modelfleet-agentd", strerror(errno));
+    free(agentd);
+    return 1;
 }
 
 int mf_agent_main(int argc, char **argv)
@@ -228,7 +343,15 @@ int mf_agent_main(int argc, char **argv)
         goto out;
     }
     if (strcmp(cmd, "run") == 0 && nargs == 0) {
-        rc = mf_agent_daemon(&cfg, &d) == MF_OK ? 0 : cli__fail(&d);
+        mf_agent_config_free(&cfg);
+        char **again = mf_xcalloc((size_t)argc + 1, sizeof *again);
+        memcpy(again, argv, (size_t)argc * sizeof *again);
+        free(args);
+        rc = cli__run(again);
+        free(again);
+        return rc;
+    } else if (strcmp(cmd, "apply") == 0 && nargs <= 1) {
+        rc = cli__apply(&cfg, nargs ? cargs[0] : NULL);
     } else if (strcmp(cmd, "status") == 0 && nargs <= 1 &&
                (nargs == 0 || strcmp(cargs[0], "--json") == 0)) {
         rc = cli__status(&cfg, nargs == 1);

@@ -1,14 +1,15 @@
-/* daemon.c — the agent's MQTT shell (see daemon.h for the thread split).
- * Invariants: only the main thread touches the agent, the spool and the
- * in-flight table; the network thread only calls libmosquitto and fills the
- * mailbox under its mutex; signal handlers only set flags and write one byte
- * to the main thread's wake-up pipe. */
+/* daemon.c — the agent's MQTT shell (see daemon.h for the process and
+ * thread split). Invariants: only the main thread touches the spool, the
+ * in-flight table and the worker; the spool is open only while no worker
+ * runs (the worker writes it); the network thread only calls libmosquitto
+ * and fills the mailbox under its mutex; signal handlers only set flags and
+ * write one byte to the main thread's wake-up pipe. */
 #define _GNU_SOURCE
 #include "daemon.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <mosquitto.h>
 #include <poll.h>
@@ -17,11 +18,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent/download.h"
 #include "agent/reconcile.h"
+#include "agent/runner.h"
+#include "agent/spool.h"
+#include "agent/state.h"
+#include "agent/statemsg.h"
 #include "common/clock.h"
+#include "common/encode.h"
+#include "common/fs.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "telemetry/devmsg.h"
@@ -66,10 +76,27 @@ struct daemon {
     int wake_main[2], wake_net[2];
     struct mailbox mb;
     volatile sig_atomic_t net_quit;
-    char *credential;
 
     /* main thread only */
-    struct mf_agent *ag;
+    struct mf_spool *spool; /* NULL while the worker runs */
+    char *spool_dir, *desired_in;
+    uint64_t last_msg, dropped; /* for the state message */
+    uint64_t *acks;             /* acknowledged while the spool was closed */
+    size_t n_acks;
+    char **worker_argv; /* modelfleet-agent <config flags> apply [FILE] */
+    size_t worker_argc; /* without the optional FILE */
+    char *cwd;
+    pid_t worker;  /* -1: none */
+    int worker_fd; /* its stdout: one line per change */
+    char line[64]; /* a partial line from the worker */
+    size_t line_len;
+    uint64_t *live; /* messages the worker stored, in order, while it runs */
+    size_t n_live;
+    bool live_ok;    /* they may go out at once: everything older has */
+    uint8_t *queued; /* the newest desired state waiting for the worker */
+    size_t queued_len;
+    int64_t retry_at; /* monotonic ns; 0 = no retry pending */
+    unsigned retry_s;
     bool connected;
     unsigned generation;
     bool state_dirty;
@@ -255,22 +282,58 @@ static void *net_main(void *arg)
     return NULL;
 }
 
-/* ---- main thread: publishing ---- */
+/* ---- main thread: the outbox and the state ---- */
 
 static void publish_state(struct daemon *d)
 {
+    struct mf_state *s = NULL;
+    struct mf_diag diag = {0};
+    if (mf_state_load(d->cfg->state_dir, &s, &diag) != MF_OK) {
+        mf_log(MF_LOG_WARN, "state: %s: %s", diag.where, diag.what);
+        return;
+    }
     size_t len;
-    char *text = mf_agent_state_msg(d->ag, &len);
+    char *text = mf_state_message(d->cfg, s, d->last_msg, d->dropped, &len);
+    mf_state_free(s);
     int rc = mosquitto_publish(d->mosq, NULL, d->topics[MF_DEVMSG_STATE], (int)len, text, 1, true);
     free(text);
     if (rc == MOSQ_ERR_SUCCESS)
         d->state_dirty = false;
 }
 
+/* While the worker runs: the messages it reported, read from their files. */
+static void publish_live(struct daemon *d)
+{
+    for (size_t i = 0; d->live_ok && i < d->n_live && d->n_inflight < MF_DAEMON_WINDOW; i++) {
+        uint64_t msg = d->live[i];
+        enum mf_devmsg_kind kind;
+        uint8_t *payload = NULL;
+        size_t len = 0;
+        struct mf_diag diag = {0};
+        if (msg <= d->published_upto)
+            continue;
+        if (mf_spool_peek(d->spool_dir, msg, &kind, &payload, &len, &diag) != MF_OK) {
+            d->live_ok = false; /* dropped already? the rest goes after the worker */
+            return;
+        }
+        int mid = 0;
+        int rc = mosquitto_publish(d->mosq, &mid, d->topics[kind], (int)len, payload, 1, false);
+        free(payload);
+        if (rc != MOSQ_ERR_SUCCESS)
+            return;
+        d->inflight[d->n_inflight++] = (struct inflight){mid, msg};
+        d->published_upto = msg;
+    }
+}
+
 static void publish_spool(struct daemon *d)
 {
-    struct mf_spool *sp = mf_agent_spool(d->ag);
-    size_t n = mf_spool_count(sp);
+    struct mf_spool *sp = d->spool;
+    if (!sp) {
+        publish_live(d);
+        return;
+    }
+    size_t n = sp ? mf_spool_count(sp) : 0;
     for (size_t i = 0; i < n && d->n_inflight < MF_DAEMON_WINDOW; i++) {
         uint64_t msg = mf_spool_number(sp, i);
         enum mf_devmsg_kind kind;
@@ -299,9 +362,42 @@ static void publish_spool(struct daemon *d)
     }
 }
 
+static void ack(struct daemon *d, uint64_t msg)
+{
+    struct mf_diag diag = {0};
+    if (!d->spool) { /* the worker owns the spool now: later */
+        d->acks = mf_xreallocarray(d->acks, d->n_acks + 1, sizeof *d->acks);
+        d->acks[d->n_acks++] = msg;
+    } else if (mf_spool_ack(d->spool, msg, &diag) != MF_OK) {
+        mf_log(MF_LOG_WARN, "spool: %s: %s", diag.where, diag.what);
+    }
+}
+
+/* Opens the spool (after the worker ended) and applies the acks that came
+ * meanwhile. */
+static void spool_open(struct daemon *d)
+{
+    struct mf_spool_limits lim = {.max_bytes = d->cfg->spool_max_bytes,
+                                  .max_messages = (uint64_t)d->cfg->spool_max_messages};
+    struct mf_diag diag = {0};
+    if (d->spool)
+        return;
+    if (mf_spool_open(d->spool_dir, &lim, &d->spool, &diag) != MF_OK) {
+        mf_log(MF_LOG_ERROR, "spool: %s: %s", diag.where, diag.what);
+        return;
+    }
+    for (size_t i = 0; i < d->n_acks; i++)
+        ack(d, d->acks[i]);
+    free(d->acks);
+    d->acks = NULL;
+    d->n_acks = 0;
+    d->last_msg = mf_spool_next(d->spool) - 1;
+    d->dropped = mf_spool_dropped(d->spool);
+}
+
 /* Takes the mailbox: connection changes, acks, and (with take_desired) the
- * newest desired message, which the caller then owns. Publishes the state
- * when it changed and spool messages up to the window. */
+ * newest desired message, which the caller then owns. Publishes spool
+ * messages up to the window, then the state when it changed. */
 static uint8_t *flush(struct daemon *d, bool take_desired, size_t *desired_len)
 {
     uint8_t *desired = NULL;
@@ -326,15 +422,14 @@ static uint8_t *flush(struct daemon *d, bool take_desired, size_t *desired_len)
         for (size_t k = 0; k < d->n_inflight; k++) {
             if (d->inflight[k].mid != acks[i])
                 continue;
-            struct mf_diag diag = {0};
-            if (mf_spool_ack(mf_agent_spool(d->ag), d->inflight[k].msg, &diag) != MF_OK)
-                mf_log(MF_LOG_WARN, "spool: %s: %s", diag.where, diag.what);
+            ack(d, d->inflight[k].msg);
             d->inflight[k] = d->inflight[--d->n_inflight];
             break;
         }
     }
     free(acks);
     if (!connected || gen != d->generation) { /* a new connection resends everything */
+        d->live_ok = false;                   /* ... after the worker, in order */
         d->n_inflight = 0;
         d->published_upto = 0;
         d->state_dirty = true;
@@ -350,42 +445,140 @@ static uint8_t *flush(struct daemon *d, bool take_desired, size_t *desired_len)
     return desired;
 }
 
-static void on_changed(void *ctx)
+/* ---- main thread: the worker ---- */
+
+/* Starts `modelfleet-agent apply [desired.in]`: it recovers, resumes a
+ * pending desired state, applies the given one, and exits 0, or 75 when a
+ * download could not reach the server. */
+static void worker_start(struct daemon *d, bool with_desired)
 {
-    struct daemon *d = ctx;
-    d->state_dirty = true;
-    (void)flush(d, false, NULL);
+    int p[2];
+    struct mf_diag diag = {0};
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        mf_log(MF_LOG_ERROR, "worker: cannot make a pipe: %s", strerror(errno));
+        return;
+    }
+    /* What the worker stores can go out at once only if everything older
+     * already has, on this connection. */
+    size_t n = d->spool ? mf_spool_count(d->spool) : 0;
+    d->live_ok = d->connected && (n == 0 || mf_spool_number(d->spool, n - 1) <= d->published_upto);
+    d->n_live = 0;
+    d->line_len = 0;
+    mf_spool_close(d->spool); /* the worker writes it now */
+    d->spool = NULL;
+    d->worker_argv[d->worker_argc] = with_desired ? d->desired_in : NULL;
+    if (mf_runner_spawn(d->worker_argv, d->cwd, p[1], &d->worker, &diag) != MF_OK) {
+        mf_log(MF_LOG_ERROR, "worker: %s: %s", diag.where, diag.what);
+        d->worker = -1;
+        close(p[0]);
+        spool_open(d);
+        d->retry_at = mf_clock_mono_ns() + (int64_t)d->retry_s * 1000000000;
+    } else {
+        d->worker_fd = p[0];
+        (void)fcntl(p[0], F_SETFL, O_NONBLOCK);
+        mf_log(MF_LOG_DEBUG, "worker %ld started%s device=%s", (long)d->worker,
+               with_desired ? " with a desired state" : "", d->cfg->device_id);
+    }
+    close(p[1]);
 }
 
-static enum mf_err fetch(void *ctx, const struct mf_desired_model *m, const char *dir, char **path,
-                         struct mf_diag *diag)
+/* A new desired state: to the worker now, or after the running one ends. */
+static void desired_arrived(struct daemon *d, uint8_t *msg, size_t len)
 {
-    struct daemon *d = ctx;
-    const struct mf_agent_config *c = d->cfg;
-    struct mf_download_result res;
-    struct mf_download_spec spec = {.base_url = c->server_url,
-                                    .package_id = m->package,
-                                    .size = m->size,
-                                    .credential = d->credential,
-                                    .dir = dir,
-                                    .low_speed_time_s = (long)c->download_timeout,
-                                    .max_bytes_per_sec = c->download_rate,
-                                    .retries = (unsigned)c->download_retries,
-                                    .backoff_ms = (uint64_t)c->download_backoff_ms,
-                                    .backoff_max_ms = (uint64_t)c->download_backoff_max_ms,
-                                    .stop = &daemon_stop,
-                                    .budget = c->disk_budget};
-    enum mf_err err = mf_download(&spec, &res, diag);
-    mf_log(err == MF_OK ? MF_LOG_INFO : MF_LOG_WARN,
-           "download %s device=%s package=%s bytes=%" PRIu64 " attempts=%u resumed=%s cached=%s",
-           err == MF_OK ? "done" : "failed", c->device_id, m->package, res.bytes_fetched,
-           res.attempts, res.resumed ? "yes" : "no", res.cached ? "yes" : "no");
-    if (err == MF_OK) {
-        *path = res.path;
-        res.path = NULL;
+    struct mf_diag diag = {0};
+    if (d->worker > 0) {
+        free(d->queued);
+        d->queued = msg;
+        d->queued_len = len;
+        return;
     }
-    mf_download_result_free(&res);
-    return err;
+    if (mf_fs_write_file(d->desired_in, msg, len, 0600, &diag) != MF_OK)
+        mf_log(MF_LOG_ERROR, "desired: %s: %s", diag.where, diag.what);
+    else
+        worker_start(d, true);
+    free(msg);
+}
+
+/* The worker's pipe: a line per change (publish the state); EOF = it ended. */
+static void worker_read(struct daemon *d)
+{
+    char buf[512];
+    ssize_t r;
+    while ((r = read(d->worker_fd, buf, sizeof buf)) > 0) {
+        d->state_dirty = true;
+        for (ssize_t i = 0; i < r; i++) {
+            if (buf[i] != '\n') {
+                if (d->line_len < sizeof d->line - 1)
+                    d->line[d->line_len++] = buf[i];
+                continue;
+            }
+            d->line[d->line_len] = '\0';
+            d->line_len = 0;
+            const char *p = d->line + 2;
+            uint64_t msg;
+            if (strncmp(d->line, "m ", 2) == 0 && mf_dec_u64(&p, &msg) && !*p) {
+                d->live = mf_xreallocarray(d->live, d->n_live + 1, sizeof *d->live);
+                d->live[d->n_live++] = msg;
+            }
+        }
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    int st = 0;
+    while (waitpid(d->worker, &st, 0) < 0 && errno == EINTR)
+        ;
+    close(d->worker_fd);
+    d->worker_fd = -1;
+    d->worker = -1;
+    d->state_dirty = true;
+    d->n_live = 0;
+    spool_open(d);
+    bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (!ok)
+        mf_log(MF_LOG_WARN, "worker %s %d%s device=%s",
+               WIFEXITED(st) ? "exited with status" : "was killed by signal",
+               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+               WIFEXITED(st) && WEXITSTATUS(st) == MF_AGENT_EXIT_PENDING
+                   ? " (a download could not reach the server)"
+                   : "",
+               d->cfg->device_id);
+    if (d->queued) {
+        uint8_t *msg = d->queued;
+        d->queued = NULL;
+        desired_arrived(d, msg, d->queued_len);
+        return;
+    }
+    if (ok) {
+        d->retry_at = 0;
+        d->retry_s = MF_DAEMON_RETRY_MIN_S;
+        return;
+    }
+    /* Pending or failed: again later; a desired state the worker never
+     * read (desired.in still there) is handed over again. */
+    d->retry_at = mf_clock_mono_ns() + (int64_t)d->retry_s * 1000000000;
+    mf_log(MF_LOG_INFO, "next attempt in %u s device=%s", d->retry_s, d->cfg->device_id);
+    d->retry_s = d->retry_s * 2 > MF_DAEMON_RETRY_MAX_S ? MF_DAEMON_RETRY_MAX_S : d->retry_s * 2;
+}
+
+/* SIGTERM to the worker's group; SIGKILL after shutdown_s. */
+static void worker_stop(struct daemon *d, unsigned shutdown_s)
+{
+    if (d->worker <= 0)
+        return;
+    (void)kill(-d->worker, SIGTERM);
+    int64_t until = mf_clock_mono_ns() + (int64_t)shutdown_s * 1000000000;
+    while (d->worker > 0) {
+        int64_t left = until - mf_clock_mono_ns();
+        if (left <= 0) {
+            mf_log(MF_LOG_WARN, "worker did not stop in %u s: killed device=%s", shutdown_s,
+                   d->cfg->device_id);
+            (void)kill(-d->worker, SIGKILL);
+            left = 1000000000;
+        }
+        struct pollfd p = {.fd = d->worker_fd, .events = POLLIN};
+        if (poll(&p, 1, (int)(left / 1000000) + 1) >= 0)
+            worker_read(d);
+    }
 }
 
 /* ---- set-up and the main loop ---- */
@@ -393,18 +586,16 @@ static enum mf_err fetch(void *ctx, const struct mf_desired_model *m, const char
 static enum mf_err daemon_init(struct daemon *d, struct mf_diag *diag)
 {
     const struct mf_agent_config *c = d->cfg;
-    enum mf_err err;
     char *password = NULL;
+    enum mf_err err;
 
     for (int k = 0; k < MF_DEVMSG__COUNT; k++)
         if (mf_topic(d->topics[k], c->device_id, (enum mf_devmsg_kind)k) != MF_OK)
             return mf_diag_set(diag, MF_ERR_SCHEMA, "device_id", "cannot be used in a topic");
     if (mf_split_hostport(c->broker, &d->host, &d->port) != MF_OK)
         return mf_diag_set(diag, MF_ERR_SCHEMA, "broker", "\"%s\" is not host:port", c->broker);
-    if ((err = mf_agent_config_secret(c->credential_file, &d->credential, diag)) != MF_OK ||
-        (err = mf_agent_config_secret(c->broker_password_file, &password, diag)) != MF_OK)
+    if ((err = mf_agent_config_secret(c->broker_password_file, &password, diag)) != MF_OK)
         return err;
-
     d->mosq = mosquitto_new(c->device_id, true, d);
     if (!d->mosq) {
         free(password);
@@ -430,19 +621,58 @@ static enum mf_err daemon_init(struct daemon *d, struct mf_diag *diag)
     return MF_OK;
 }
 
-enum mf_err mf_agent_daemon(const struct mf_agent_config *c, struct mf_diag *diag)
+/* Holds <state_dir>/daemon.lock for the daemon's life, so a second daemon
+ * and the local install / rollback commands see it running. */
+static enum mf_err daemon_lock(const struct mf_agent_config *c, int *fd, struct mf_diag *diag)
+{
+    char *path = mf_xasprintf("%s/" MF_AGENT_DAEMON_LOCK, c->state_dir);
+    enum mf_err err = MF_OK;
+    if (mkdir(c->state_dir, 0700) != 0 && errno != EEXIST)
+        err = mf_diag_errno(diag, errno, c->state_dir, "cannot create the state directory");
+    else if ((*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+        err = mf_diag_errno(diag, errno, path, "cannot open");
+    else if (flock(*fd, LOCK_EX | LOCK_NB) != 0)
+        err = mf_diag_set(diag, MF_ERR_CONFLICT, path, "another modelfleet-agent daemon runs");
+    else {
+        char pid[32];
+        int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (ftruncate(*fd, 0) != 0 || pwrite(*fd, pid, (size_t)n, 0) != n)
+            err = mf_diag_errno(diag, errno, path, "cannot write");
+    }
+    free(path);
+    return err;
+}
+
+enum mf_err mf_agent_daemon(const struct mf_agent_config *c, const char *worker,
+                            char *const *config_args, size_t n_config_args, struct mf_diag *diag)
 {
     struct daemon d;
     enum mf_err err;
     pthread_t net;
     bool net_started = false;
+    int lock_fd = -1;
     memset(&d, 0, sizeof d);
     d.cfg = c;
+    d.worker = -1;
+    d.worker_fd = -1;
+    d.retry_s = MF_DAEMON_RETRY_MIN_S;
     d.wake_main[0] = d.wake_main[1] = d.wake_net[0] = d.wake_net[1] = -1;
+    d.spool_dir = mf_xasprintf("%s/" MF_AGENT_SPOOL, c->state_dir);
+    d.desired_in = mf_xasprintf("%s/" MF_AGENT_DESIRED_IN, c->state_dir);
+    d.cwd = getcwd(NULL, 0);
+    d.worker_argv = mf_xcalloc(n_config_args + 4, sizeof *d.worker_argv);
+    d.worker_argv[0] = (char *)worker;
+    for (size_t i = 0; i < n_config_args; i++)
+        d.worker_argv[1 + i] = config_args[i];
+    d.worker_argv[1 + n_config_args] = "apply";
+    d.worker_argc = 2 + n_config_args;
     pthread_mutex_init(&d.mb.mu, NULL);
     mosquitto_lib_init();
-    curl_global_init(CURL_GLOBAL_DEFAULT);
 
+    if (!d.cwd) {
+        err = mf_diag_errno(diag, errno, "daemon", "cannot read the working directory");
+        goto out;
+    }
     if (pipe2(d.wake_main, O_CLOEXEC | O_NONBLOCK) != 0 ||
         pipe2(d.wake_net, O_CLOEXEC | O_NONBLOCK) != 0) {
         err = mf_diag_errno(diag, errno, "daemon", "cannot make pipes");
@@ -463,12 +693,7 @@ enum mf_err mf_agent_daemon(const struct mf_agent_config *c, struct mf_diag *dia
                           "without one)");
         goto out;
     }
-    if ((err = daemon_init(&d, diag)) != MF_OK)
-        goto out;
-    struct mf_agent_ops ops = {.fetch = c->server_url && c->server_url[0] ? fetch : NULL,
-                               .changed = on_changed,
-                               .ctx = &d};
-    if ((err = mf_agent_open(c, &ops, &daemon_stop, &d.ag, diag)) != MF_OK)
+    if ((err = daemon_lock(c, &lock_fd, diag)) != MF_OK || (err = daemon_init(&d, diag)) != MF_OK)
         goto out;
     mf_log(MF_LOG_INFO, "agent %s started device=%s hw_class=%s broker=%s:%d", MF_AGENT_VERSION,
            c->device_id, c->hw_class, d.host, d.port);
@@ -487,35 +712,35 @@ enum mf_err mf_agent_daemon(const struct mf_agent_config *c, struct mf_diag *dia
     }
     net_started = true;
 
-    struct mf_diag rd = {0};
-    if (mf_agent_resume(d.ag, &rd) != MF_OK)
-        mf_log(MF_LOG_DEBUG, "resume: %s", rd.what);
-    unsigned retry_s = MF_DAEMON_RETRY_MIN_S;
+    /* First a worker without a desired state: it finishes what a crash cut
+     * and resumes a pending desired state. */
+    worker_start(&d, access(d.desired_in, F_OK) == 0);
     while (!daemon_stop) {
         size_t len = 0;
         uint8_t *msg = flush(&d, true, &len);
         if (msg) {
-            bool quiet = false;
-            struct mf_diag dd = {0};
-            if (mf_agent_desired(d.ag, msg, len, &quiet, &dd) != MF_OK)
-                mf_log(MF_LOG_DEBUG, "desired state refused: %s", dd.what);
-            free(msg);
-            retry_s = MF_DAEMON_RETRY_MIN_S;
+            desired_arrived(&d, msg, len);
             continue;
         }
-        bool pending = mf_agent_pending(d.ag);
-        struct pollfd p = {.fd = d.wake_main[0], .events = POLLIN};
-        int r = poll(&p, 1, pending ? (int)retry_s * 1000 : -1);
-        if (r > 0)
+        struct pollfd p[2] = {{.fd = d.wake_main[0], .events = POLLIN},
+                              {.fd = d.worker_fd, .events = POLLIN}};
+        int timeout = -1;
+        if (d.retry_at && d.worker <= 0) {
+            int64_t left = d.retry_at - mf_clock_mono_ns();
+            timeout = left <= 0 ? 0 : (int)(left / 1000000) + 1;
+        }
+        int r = poll(p, d.worker > 0 ? 2 : 1, timeout);
+        if (r > 0 && p[0].revents)
             drain(d.wake_main[0]);
-        else if (r == 0 && pending && !daemon_stop) {
-            mf_log(MF_LOG_INFO, "retrying the pending desired state device=%s", c->device_id);
-            if (mf_agent_resume(d.ag, &rd) != MF_OK)
-                mf_log(MF_LOG_DEBUG, "resume: %s", rd.what);
-            retry_s = retry_s * 2 > MF_DAEMON_RETRY_MAX_S ? MF_DAEMON_RETRY_MAX_S : retry_s * 2;
+        if (r > 0 && d.worker > 0 && p[1].revents)
+            worker_read(&d);
+        if (d.worker <= 0 && d.retry_at && mf_clock_mono_ns() >= d.retry_at && !daemon_stop) {
+            d.retry_at = 0;
+            worker_start(&d, access(d.desired_in, F_OK) == 0);
         }
     }
     mf_log(MF_LOG_INFO, "stopping device=%s", c->device_id);
+    worker_stop(&d, MF_DAEMON_WORKER_STOP_S);
     /* Give the broker up to a second to acknowledge what is in flight, so a
      * clean stop leaves less to resend (a resend is harmless: at least once). */
     int64_t until = mf_clock_mono_ns() + 1000LL * 1000 * 1000;
@@ -539,25 +764,99 @@ out:
         wake(d.wake_net[1]);
         pthread_join(net, NULL);
     }
+    worker_stop(&d, 0);
     signal_pipe = -1;
-    mf_agent_close(d.ag);
+    mf_spool_close(d.spool);
     if (d.mosq)
         mosquitto_destroy(d.mosq);
     mosquitto_lib_cleanup();
-    curl_global_cleanup();
     for (int i = 0; i < 2; i++) {
         if (d.wake_main[i] >= 0)
             close(d.wake_main[i]);
         if (d.wake_net[i] >= 0)
             close(d.wake_net[i]);
     }
+    if (lock_fd >= 0)
+        close(lock_fd);
     free(d.mb.desired);
     free(d.mb.acks);
     pthread_mutex_destroy(&d.mb.mu);
     free(d.host);
-    if (d.credential) {
-        memset(d.credential, 0, strlen(d.credential));
-        free(d.credential);
-    }
+    free(d.acks);
+    free(d.queued);
+    free(d.live);
+    free(d.worker_argv);
+    free(d.spool_dir);
+    free(d.desired_in);
+    free(d.cwd);
     return err;
+}
+
+/* The directory of the running executable + "/" + name (caller frees), or
+ * NULL. */
+char *mf_agent_sibling(const char *name)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return NULL;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return NULL;
+    *slash = '\0';
+    return mf_xasprintf("%s/%s", self, name);
+}
+
+int mf_agentd_main(int argc, char **argv)
+{
+    struct mf_agent_config cfg;
+    struct mf_diag d = {0};
+    int rest = argc, rc = 1;
+    char *worker = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: modelfleet-agentd [--config FILE] [--KEY VALUE ...] [run]\n"
+                   "The daemon that `modelfleet-agent run` starts (see modelfleet-agent "
+                   "--help);\nits work runs in `modelfleet-agent apply`, found next to it.\n");
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("modelfleet-agentd %s\n", MF_AGENT_VERSION);
+            return 0;
+        }
+    }
+    if (mf_agent_config_load(&cfg, argc, argv, 1, &rest, &d) != MF_OK) {
+        fprintf(stderr, "modelfleet-agentd: %s%s%s\n", d.where, d.where[0] ? ": " : "", d.what);
+        return 2;
+    }
+    enum mf_log_level lvl;
+    if (mf_log_parse_level(cfg.log_level, &lvl) == MF_OK)
+        mf_log_set_level(lvl);
+    if (rest < argc && !(strcmp(argv[rest], "run") == 0 && rest + 1 == argc)) {
+        fprintf(stderr, "modelfleet-agentd: %s: unexpected argument\n", argv[rest]);
+        rc = 2;
+        goto out;
+    }
+    mf_crypto_init();
+    if (mf_agent_config_check(&cfg, &d) != MF_OK)
+        goto fail;
+    worker = mf_agent_sibling("modelfleet-agent");
+    if (!worker || access(worker, X_OK) != 0) {
+        mf_diag_set(&d, MF_ERR_NOT_FOUND, worker ? worker : "modelfleet-agent",
+                    "the worker binary is not next to modelfleet-agentd");
+        goto fail;
+    }
+    if (mf_agent_daemon(&cfg, worker, argv + 1, (size_t)(rest - 1), &d) != MF_OK)
+        goto fail;
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "modelfleet-agentd: %s%s%s\n", d.where, d.where[0] ? ": " : "", d.what);
+    rc = 1;
+out:
+    free(worker);
+    mf_agent_config_free(&cfg);
+    return rc;
 }

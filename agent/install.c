@@ -28,8 +28,6 @@
 #define MARKER         "manifest.json"
 #define SIG_FILE       "manifest.sig"
 
-void (*mf_install_crash_hook)(const char *point) = NULL;
-
 static void crash_point(const char *point)
 {
     if (mf_install_crash_hook)
@@ -50,32 +48,6 @@ void mf_install_recovery_free(struct mf_install_recovery *r)
         return;
     mf_strlist_free(&r->cleaned);
     mf_strlist_free(&r->broken);
-}
-
-static bool ins__hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
-bool mf_install_slot_ok(const char *slot)
-{
-    size_t n = strlen(slot);
-    if (n < MF_INSTALL_HASH_LEN + 2 || n >= MF_INSTALL_SLOT_MAX)
-        return false;
-    const char *hash = slot + n - MF_INSTALL_HASH_LEN;
-    if (hash[-1] != '-' || !ins__hex(hash, MF_INSTALL_HASH_LEN))
-        return false;
-    size_t vlen = n - MF_INSTALL_HASH_LEN - 1;
-    char version[MF_SEMVER_MAX];
-    struct mf_semver v;
-    if (vlen >= sizeof version)
-        return false;
-    memcpy(version, slot, vlen);
-    version[vlen] = '\0';
-    return mf_semver_parse(version, &v, NULL) == MF_OK;
 }
 
 static char *ins__model_dir(const char *state_dir, const char *name)

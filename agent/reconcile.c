@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "agent/bench.h"
@@ -66,19 +65,22 @@ struct job {
 
 /* ---- events, reports, state saves ---- */
 
-static void ag__changed(struct mf_agent *ag)
+static void ag__changed(struct mf_agent *ag, uint64_t msg)
 {
     if (ag->ops.changed)
-        ag->ops.changed(ag->ops.ctx);
+        ag->ops.changed(ag->ops.ctx, msg);
 }
 
 static void ag__push(struct mf_agent *ag, enum mf_devmsg_kind kind, char *text, size_t len)
 {
     struct mf_diag d = {0};
-    if (mf_spool_push(ag->spool, mf_spool_next(ag->spool), kind, text, len, &d) != MF_OK)
+    uint64_t msg = mf_spool_next(ag->spool);
+    if (mf_spool_push(ag->spool, msg, kind, text, len, &d) != MF_OK) {
         mf_log(MF_LOG_ERROR, "spool: %s: %s device=%s", d.where, d.what, ag->cfg->device_id);
+        msg = 0;
+    }
     free(text);
-    ag__changed(ag);
+    ag__changed(ag, msg);
 }
 
 /* Fills the event's identity from the job and pushes it; logs one line. */
@@ -125,7 +127,7 @@ static enum mf_err ag__save(struct mf_agent *ag, struct mf_diag *diag)
     enum mf_err err = mf_state_save(ag->cfg->state_dir, ag->state, diag);
     if (err != MF_OK)
         mf_log(MF_LOG_ERROR, "state: cannot save: %s: %s", diag->where, diag->what);
-    ag__changed(ag);
+    ag__changed(ag, 0);
     return err;
 }
 
@@ -1040,78 +1042,6 @@ void mf_agent_close(struct mf_agent *ag)
     free(ag->scratch);
     free(ag->desired_path);
     free(ag);
-}
-
-/* ---- the state message ---- */
-
-static uint64_t ag__mem_available(void)
-{
-    struct mf_buf b;
-    struct mf_diag d = {0};
-    uint64_t kb = 0;
-    if (mf_fs_read_file("/proc/meminfo", 1 << 16, &b, &d) != MF_OK)
-        return 0;
-    if (mf_buf_append(&b, "", 1) != MF_OK) {
-        mf_buf_free(&b);
-        return 0;
-    }
-    const char *p = strstr((const char *)b.data, "MemAvailable:");
-    if (p)
-        kb = strtoull(p + 13, NULL, 10);
-    mf_buf_free(&b);
-    return kb * 1024;
-}
-
-char *mf_agent_state_msg(const struct mf_agent *ag, size_t *len)
-{
-    const struct mf_agent_config *c = ag->cfg;
-    const struct mf_state *s = ag->state;
-    const char **runtimes = mf_xcalloc(c->runners.n + 1, sizeof *runtimes);
-    char **names = mf_xcalloc(c->runners.n + 1, sizeof *names);
-    struct mf_state_msg_model *models = mf_xcalloc(s->n_models + 1, sizeof *models);
-    for (size_t i = 0; i < c->runners.n; i++) {
-        const char *eq = strchr(c->runners.v[i], '=');
-        names[i] = eq ? mf_xstrndup(c->runners.v[i], (size_t)(eq - c->runners.v[i]))
-                      : mf_xstrdup(c->runners.v[i]);
-        runtimes[i] = names[i];
-    }
-    for (size_t i = 0; i < s->n_models; i++) {
-        const struct mf_state_model *m = &s->models[i];
-        models[i] = (struct mf_state_msg_model){
-            .name = m->name,
-            .version = m->current.version,
-            .package = m->current.package,
-            .previous_version = m->previous.slot[0] ? m->previous.version : NULL,
-            .previous_package = m->previous.slot[0] ? m->previous.package : NULL};
-    }
-    struct statvfs vfs;
-    uint64_t disk_free =
-        statvfs(c->state_dir, &vfs) == 0 ? (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize : 0;
-    bool op = s->op.kind != MF_STATE_OP_NONE;
-    struct mf_state_msg msg = {.device = c->device_id,
-                               .hw_class = c->hw_class,
-                               .agent_version = MF_AGENT_VERSION,
-                               .msg = mf_spool_next(ag->spool) - 1,
-                               .time = mf_clock_now(),
-                               .desired_seq = s->desired_seq,
-                               .runtimes = runtimes,
-                               .n_runtimes = c->runners.n,
-                               .models = models,
-                               .n_models = s->n_models,
-                               .op_kind = op ? mf_state_op_kind_name(s->op.kind) : NULL,
-                               .op_model = op ? s->op.model : NULL,
-                               .op_version = op ? s->op.version : NULL,
-                               .op_phase = op ? mf_state_phase_name(s->op.phase) : NULL,
-                               .disk_free = disk_free,
-                               .mem_available = ag__mem_available(),
-                               .spool_dropped = mf_spool_dropped(ag->spool)};
-    char *text = mf_devmsg_state_format(&msg, len);
-    for (size_t i = 0; i < c->runners.n; i++)
-        free(names[i]);
-    free(names);
-    free(runtimes);
-    free(models);
-    return text;
 }
 
 struct mf_spool *mf_agent_spool(struct mf_agent *ag)

@@ -24,15 +24,17 @@
 #include "agent/config.h"
 #include "agent/spool.h"
 #include "agent/state.h"
+#include "agent/statemsg.h"
 #include "common/err.h"
 #include "telemetry/desired.h"
 
-#define MF_AGENT_VERSION     "0.4.0"
 #define MF_AGENT_DOWNLOADS   "downloads"
 #define MF_AGENT_SPOOL       "spool"
 #define MF_AGENT_SCRATCH     "scratch"     /* the runners' working directory */
 #define MF_AGENT_DESIRED_MSG "desired.msg" /* the last accepted desired state, as received */
-#define MF_AGENT_LOCK        "lock"
+#define MF_AGENT_LOCK        "lock"        /* held by whoever changes the state (the worker) */
+#define MF_AGENT_DAEMON_LOCK "daemon.lock" /* held by the daemon */
+#define MF_AGENT_DESIRED_IN  "desired.in"  /* a desired state handed to the worker */
 
 /* I/O the reconciler does not do itself (real ones in daemon.c / main, fakes
  * in tests). */
@@ -42,9 +44,9 @@ struct mf_agent_ops {
      * NULL: the agent has no server (desired states cannot be installed). */
     enum mf_err (*fetch)(void *ctx, const struct mf_desired_model *m, const char *downloads_dir,
                          char **path, struct mf_diag *diag);
-    /* Something new to publish: an event or report in the spool, or a
-     * changed state. May be NULL. */
-    void (*changed)(void *ctx);
+    /* Something new to publish: msg is the number of the event or report
+     * just stored in the spool, or 0 for a changed state. May be NULL. */
+    void (*changed)(void *ctx, uint64_t msg);
     void *ctx;
 };
 
@@ -100,9 +102,6 @@ MF_MUST_CHECK enum mf_err mf_agent_install_file(struct mf_agent *ag, const char 
  * MF_ERR_NOT_FOUND without a previous. */
 MF_MUST_CHECK enum mf_err mf_agent_rollback(struct mf_agent *ag, const char *model,
                                             struct mf_diag *diag);
-
-/* The retained state message (caller frees). */
-char *mf_agent_state_msg(const struct mf_agent *ag, size_t *len);
 
 /* Borrowed: the spool (the MQTT shell publishes and acks from it) and the
  * state (read-only). */

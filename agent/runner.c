@@ -619,6 +619,51 @@ out:
     return err;
 }
 
+enum mf_err mf_runner_spawn(char *const argv[], const char *cwd, int out_fd, pid_t *pid,
+                            struct mf_diag *diag)
+{
+    MF_ASSERT(argv && argv[0] && argv[0][0] == '/' && cwd && pid);
+    int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC), exec_p[2] = {-1, -1};
+    enum mf_err err = MF_OK;
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536)
+        max_fd = 65536;
+    if (in_fd < 0 || pipe2(exec_p, O_CLOEXEC) != 0) {
+        err = mf_diag_errno(diag, errno, argv[0], "not started: cannot make pipes");
+        goto out;
+    }
+    pid_t parent = getpid(), child = fork();
+    if (child < 0) {
+        err = mf_diag_errno(diag, errno, argv[0], "not started: fork");
+        goto out;
+    }
+    if (child == 0)
+        child__exec(argv, cwd, in_fd, out_fd, STDERR_FILENO, exec_p[1], NULL, (int)max_fd, parent);
+    (void)setpgid(child, child);
+    close(exec_p[1]);
+    exec_p[1] = -1;
+    struct child_error ce;
+    ssize_t r;
+    do
+        r = read(exec_p[0], &ce, sizeof ce);
+    while (r < 0 && errno == EINTR);
+    if (r == (ssize_t)sizeof ce) {
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+            ;
+        err = mf_diag_errno(diag, ce.err, argv[0], "not started: cannot %s",
+                            child_stages[ce.stage >= 0 && ce.stage < 5 ? ce.stage : 4]);
+        goto out;
+    }
+    *pid = child;
+out:
+    for (int i = 0; i < 2; i++)
+        if (exec_p[i] >= 0)
+            close(exec_p[i]);
+    if (in_fd >= 0)
+        close(in_fd);
+    return err;
+}
+
 enum mf_err mf_runner_run(const struct mf_runner_spec *spec, struct mf_runner_result *out,
                           struct mf_diag *diag)
 {

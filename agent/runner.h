@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/err.h"
 
@@ -102,6 +103,14 @@ struct mf_exec_spec {
 struct mf_buf;
 MF_MUST_CHECK enum mf_err mf_runner_exec(const struct mf_exec_spec *spec, struct mf_buf *stdout_buf,
                                          struct mf_runner_result *out, struct mf_diag *diag);
+
+/* Starts argv[0] (absolute) in the background the same confined way (own
+ * process group, /dev/null as stdin, nothing but stdin/stdout/stderr
+ * inherited, killed when the calling thread dies), with stdout on out_fd and
+ * the agent's stderr; *pid is the caller's to reap. Returns once exec has
+ * succeeded (or why it failed). Used by the daemon for its worker. */
+MF_MUST_CHECK enum mf_err mf_runner_spawn(char *const argv[], const char *cwd, int out_fd,
+                                          pid_t *pid, struct mf_diag *diag);
 
 /* Parses a runner's complete stdout for n samples (exported for tests and
  * fuzzing). On success fills the report fields of `out` (runtime, versions,

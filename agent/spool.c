@@ -643,3 +643,29 @@ enum mf_err mf_spool_ack(struct mf_spool *sp, uint64_t msg, struct mf_diag *diag
     sp__remove(sp, i);
     return MF_OK;
 }
+
+enum mf_err mf_spool_peek(const char *dir, uint64_t msg, enum mf_devmsg_kind *kind,
+                          uint8_t **payload, size_t *len, struct mf_diag *diag)
+{
+    MF_ASSERT(dir && kind && payload && len);
+    for (size_t k = 0; k < N_KINDS; k++) {
+        char *path = mf_xasprintf("%s/%020" PRIu64 ".%s", dir, msg, kinds[k].suffix);
+        struct mf_buf b;
+        enum mf_err err = MF_ERR_NOT_FOUND;
+        if (access(path, F_OK) == 0 &&
+            (err = mf_fs_read_file(path, MF_DEVMSG_MAX, &b, diag)) == MF_OK) {
+            if (b.len == 0) {
+                mf_buf_free(&b);
+                err = mf_diag_set(diag, MF_ERR_IO, path, "empty");
+            } else {
+                *kind = kinds[k].kind;
+                *len = b.len;
+                *payload = mf_buf_steal(&b, NULL);
+            }
+        }
+        free(path);
+        if (err != MF_ERR_NOT_FOUND)
+            return err;
+    }
+    return mf_diag_set(diag, MF_ERR_NOT_FOUND, dir, "no message %" PRIu64, msg);
+}

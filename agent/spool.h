@@ -75,6 +75,13 @@ MF_MUST_CHECK enum mf_err mf_spool_get(const struct mf_spool *sp, size_t i, uint
                                        enum mf_devmsg_kind *kind, uint8_t **payload, size_t *len,
                                        struct mf_diag *diag);
 
+/* Reads message `msg` straight from the files in dir, without opening the
+ * spool: for a reader (the daemon) while another process owns the spool.
+ * Only complete files are ever under a message's name, so what it reads is
+ * whole; MF_ERR_NOT_FOUND when the message is gone (acked or dropped). */
+MF_MUST_CHECK enum mf_err mf_spool_peek(const char *dir, uint64_t msg, enum mf_devmsg_kind *kind,
+                                        uint8_t **payload, size_t *len, struct mf_diag *diag);
+
 /* Deletes message `msg` (acknowledged by the broker). Unknown numbers are a
  * no-op (an ack can arrive twice). */
 MF_MUST_CHECK enum mf_err mf_spool_ack(struct mf_spool *sp, uint64_t msg, struct mf_diag *diag);

@@ -43,6 +43,36 @@ const char *mf_state_phase_name(enum mf_state_phase p)
     return (unsigned)p < sizeof phases / sizeof phases[0] ? phases[p] : "unknown";
 }
 
+/* Defined here, not in install.c, so that what only reads and writes the
+ * state file (the daemon) links none of the installer. */
+void (*mf_install_crash_hook)(const char *point) = NULL;
+
+static bool st__hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+bool mf_install_slot_ok(const char *slot)
+{
+    size_t n = strlen(slot);
+    if (n < MF_INSTALL_HASH_LEN + 2 || n >= MF_INSTALL_SLOT_MAX)
+        return false;
+    const char *hash = slot + n - MF_INSTALL_HASH_LEN;
+    if (hash[-1] != '-' || !st__hex(hash, MF_INSTALL_HASH_LEN))
+        return false;
+    size_t vlen = n - MF_INSTALL_HASH_LEN - 1;
+    char version[MF_SEMVER_MAX];
+    struct mf_semver v;
+    if (vlen >= sizeof version)
+        return false;
+    memcpy(version, slot, vlen);
+    version[vlen] = '\0';
+    return mf_semver_parse(version, &v, NULL) == MF_OK;
+}
+
 struct mf_state *mf_state_new(void)
 {
     struct mf_state *s = mf_xcalloc(1, sizeof(struct mf_state));

@@ -253,6 +253,9 @@ static void test_config(void **state)
     static const char nul[] = "count = 3\nname = a\0b\n";
     assert_int_equal(mf_cfg_parse(cfg_keys, &c, nul, sizeof nul - 1, "x.conf", &d), MF_ERR_PARSE);
     assert_string_equal(d.what, "line 2: a NUL byte");
+    assert_int_equal(mf_cfg_parse(cfg_keys, &c, "name = a\rb\n", 11, "x.conf", &d), MF_ERR_PARSE);
+    assert_non_null(strstr(d.what, "0x0d"));
+    assert_int_equal(mf_cfg_set(cfg_keys, &c, "name", "a\x1b[2Jb", &d), MF_ERR_PARSE);
     assert_int_equal(mf_cfg_parse(cfg_keys, &c, "count = 4\r\n", 11, "x.conf", &d), MF_OK);
     assert_int_equal(c.count, 4);
     mf_cfg_free(cfg_keys, &c);
