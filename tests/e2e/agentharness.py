@@ -43,7 +43,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import mfharness  # noqa: E402
-from mfharness import Failure, check, free_port, run, wait_for  # noqa: E402,F401
+from mfharness import Failure, check, free_port, run, terminate, wait_for  # noqa: E402,F401
 
 SOURCE_DIR = mfharness.SOURCE_DIR
 FIXTURES = mfharness.FIXTURES
@@ -330,17 +330,9 @@ class Agent:
     def stop(self, timeout=10):
         """SIGTERM; returns the exit status (the caller checks it)."""
         check(self.proc is not None, "agent %s not started" % self.device)
-        p = self.proc
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                raise Failure("agent %s did not exit within %ds of SIGTERM" % (self.device, timeout))
+        rc = terminate(self.proc, timeout, "agent %s" % self.device)
         self.check_sanitizers()
-        return p.returncode
+        return rc
 
     def check_sanitizers(self):
         """In ASan/UBSan builds: no sanitizer report in the log."""

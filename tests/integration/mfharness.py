@@ -248,6 +248,20 @@ class Suite:
         return ok
 
 
+def terminate(p, timeout, what):
+    """SIGTERM to a child process and wait up to `timeout` s for it (killed
+    and a Failure after that); returns its exit status."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise Failure("%s did not exit within %ds of SIGTERM" % (what, timeout))
+    return p.returncode
+
+
 class Server:
     """One modelfleet-server with its own database, data dir, key and port."""
 
@@ -348,16 +362,10 @@ class Server:
         """SIGTERM; the server must exit 0 within `timeout` seconds."""
         check(self.proc is not None, "server %s not started" % self.tag)
         p = self.proc
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                self.proc = None
-                raise Failure("server %s did not exit within %ds of SIGTERM" % (self.tag, timeout))
-        self.proc = None
+        try:
+            terminate(p, timeout, "server %s" % self.tag)
+        finally:
+            self.proc = None
         check(p.returncode == 0, "server %s exited %d after SIGTERM (expected 0)" % (self.tag, p.returncode))
 
     def restart(self):
