@@ -46,6 +46,10 @@ const struct mf_cfg_key mf_agent_config_table[] = {
      "first delay of the jittered exponential reconnect backoff, ms"},
     {"reconnect_max_ms", MF_CFG_INT, AO(reconnect_max_ms), "300000", 10, 86400000,
      "longest reconnect delay, ms"},
+    {"retry_min_s", MF_CFG_INT, AO(retry_min_s), "30", 1, 86400,
+     "first wait before a desired state is tried again after a failed attempt, s"},
+    {"retry_max_s", MF_CFG_INT, AO(retry_max_s), "600", 1, 86400,
+     "longest wait between attempts (the wait doubles from retry_min_s), s"},
     {"disk_budget", MF_CFG_SIZE, AO(disk_budget), "0", 0, 0,
      "bytes for models/ and downloads/ (K/M/G suffixes); 0 = no budget"},
     {"memory_budget", MF_CFG_SIZE, AO(memory_budget), "0", 0, 0,
@@ -332,6 +336,9 @@ enum mf_err mf_agent_config_check(const struct mf_agent_config *c, struct mf_dia
     }
     if ((rc = check_state_dir(c->state_dir, diag)) != MF_OK)
         return rc;
+    if (c->retry_min_s > c->retry_max_s)
+        return mf_diag_set(diag, MF_ERR_SCHEMA, "retry_min_s", "%lld is above retry_max_s (%lld)",
+                           (long long)c->retry_min_s, (long long)c->retry_max_s);
     if (c->reconnect_min_ms > c->reconnect_max_ms)
         return mf_diag_set(diag, MF_ERR_SCHEMA, "reconnect_min_ms",
                            "%lld is above reconnect_max_ms (%lld)", (long long)c->reconnect_min_ms,

@@ -33,6 +33,8 @@ struct mf_agent_config {
     int64_t keepalive;          /* seconds, MQTT keepalive */
     int64_t reconnect_min_ms;   /* jittered exponential backoff: first delay ... */
     int64_t reconnect_max_ms;   /* ... and cap */
+    int64_t retry_min_s;        /* a failed or pending attempt is retried after this ... */
+    int64_t retry_max_s;        /* ... doubling up to this */
 
     uint64_t disk_budget;   /* bytes for models/ + downloads/; 0 = none */
     uint64_t memory_budget; /* bytes a model may use at peak (gate + runner limit); 0 = none */

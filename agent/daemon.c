@@ -550,14 +550,15 @@ static void worker_read(struct daemon *d)
     }
     if (ok) {
         d->retry_at = 0;
-        d->retry_s = MF_DAEMON_RETRY_MIN_S;
+        d->retry_s = (unsigned)d->cfg->retry_min_s;
         return;
     }
     /* Pending or failed: again later; a desired state the worker never
      * read (desired.in still there) is handed over again. */
     d->retry_at = mf_clock_mono_ns() + (int64_t)d->retry_s * 1000000000;
     mf_log(MF_LOG_INFO, "next attempt in %u s device=%s", d->retry_s, d->cfg->device_id);
-    d->retry_s = d->retry_s * 2 > MF_DAEMON_RETRY_MAX_S ? MF_DAEMON_RETRY_MAX_S : d->retry_s * 2;
+    d->retry_s = d->retry_s * 2 > (unsigned)d->cfg->retry_max_s ? (unsigned)d->cfg->retry_max_s
+                                                                : d->retry_s * 2;
 }
 
 /* SIGTERM to the worker's group; SIGKILL after shutdown_s. */
@@ -655,7 +656,7 @@ enum mf_err mf_agent_daemon(const struct mf_agent_config *c, const char *worker,
     d.cfg = c;
     d.worker = -1;
     d.worker_fd = -1;
-    d.retry_s = MF_DAEMON_RETRY_MIN_S;
+    d.retry_s = (unsigned)c->retry_min_s;
     d.wake_main[0] = d.wake_main[1] = d.wake_net[0] = d.wake_net[1] = -1;
     d.spool_dir = mf_xasprintf("%s/" MF_AGENT_SPOOL, c->state_dir);
     d.desired_in = mf_xasprintf("%s/" MF_AGENT_DESIRED_IN, c->state_dir);

@@ -32,11 +32,9 @@
 #include "agent/config.h"
 #include "common/err.h"
 
-#define MF_DAEMON_WINDOW        32  /* spool messages in flight at once */
-#define MF_DAEMON_RETRY_MIN_S   30  /* a pending desired state is retried after ... */
-#define MF_DAEMON_RETRY_MAX_S   600 /* ... doubling up to this */
-#define MF_DAEMON_WORKER_STOP_S 10  /* SIGTERM: the worker's grace before SIGKILL */
-#define MF_AGENT_EXIT_PENDING   75  /* apply: a download could not reach the server */
+#define MF_DAEMON_WINDOW        32 /* spool messages in flight at once */
+#define MF_DAEMON_WORKER_STOP_S 10 /* SIGTERM: the worker's grace before SIGKILL */
+#define MF_AGENT_EXIT_PENDING   75 /* apply: a download could not reach the server */
 
 /* Runs until SIGTERM or SIGINT (MF_OK) or a start-up error (the error,
  * with diag). cfg must have passed mf_agent_config_check(). worker is the
