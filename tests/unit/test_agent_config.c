@@ -435,6 +435,8 @@ static void test_check_refusals(void **state)
                    "5000 is above reconnect_max_ms (1000)");
     expect_refused(f, NULL, E("download_backoff_ms=5000", "download_backoff_max_ms=1000"),
                    "download_backoff_ms", "above download_backoff_max_ms");
+    expect_refused(f, NULL, E("retry_min_s=60", "retry_max_s=10"), "retry_min_s",
+                   "60 is above retry_max_s (10)");
     s = mf_xasprintf("hook=%s", f->noexec);
     expect_refused(f, NULL, E(s), "hook", "executable");
     free(s);
