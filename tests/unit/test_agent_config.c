@@ -127,6 +127,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.keepalive, 60);
     assert_int_equal(c.reconnect_min_ms, 1000);
     assert_int_equal(c.reconnect_max_ms, 300000);
+    assert_int_equal(c.retry_min_s, 30);
+    assert_int_equal(c.retry_max_s, 600);
     assert_int_equal(c.disk_budget, 0);
     assert_int_equal(c.memory_budget, 0);
     assert_int_equal(c.keep_versions, 3);
@@ -148,7 +150,7 @@ static void test_defaults(void **state)
     size_t n = 0;
     for (const struct mf_cfg_key *k = mf_agent_config_table; k->name; k++, n++)
         assert_true(k->help && *k->help);
-    assert_int_equal(n, 30); /* one key per field of the struct */
+    assert_int_equal(n, 32); /* one key per field of the struct */
     mf_agent_config_free(&c);
     mf_agent_config_free(&c); /* twice is harmless */
     mf_agent_config_free(NULL);
