@@ -456,6 +456,7 @@ static void worker_start(struct daemon *d, bool with_desired)
     struct mf_diag diag = {0};
     if (pipe2(p, O_CLOEXEC) != 0) {
         mf_log(MF_LOG_ERROR, "worker: cannot make a pipe: %s", strerror(errno));
+        d->retry_at = mf_clock_mono_ns() + (int64_t)d->retry_s * 1000000000;
         return;
     }
     /* What the worker stores can go out at once only if everything older
