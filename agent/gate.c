@@ -1,13 +1,14 @@
 /* gate.c — the activation gate (rule in gate.h). Pure: it reads its input
- * and writes its verdict, nothing else. The McNemar tail is summed from its
- * largest term downwards so it neither underflows early nor loses the
- * small p-values that matter. */
+ * and writes its verdict, nothing else. The McNemar tail is common/stats.c's
+ * exact binomial tail, shared with the rollout gates. */
 #include "gate.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/stats.h"
 
 static const char *const check_names[MF_GATE__COUNT] = {
     [MF_GATE_ACCURACY] = "min_accuracy",
@@ -25,23 +26,7 @@ const char *mf_gate_check_name(enum mf_gate_check check)
 
 double mf_gate_binom_tail(uint64_t m, uint64_t k)
 {
-    if (k == 0)
-        return 1.0;
-    if (k > m)
-        return 0.0;
-    if (2 * k <= m) /* below the mode: 1 - P[X <= k-1] = 1 - P[X >= m-k+1] */
-        return 1.0 - mf_gate_binom_tail(m, m - k + 1);
-    /* k above the mode: terms j = k..m decrease, the first is the largest. */
-    double md = (double)m, kd = (double)k;
-    double t = exp(lgamma(md + 1) - lgamma(kd + 1) - lgamma(md - kd + 1) - md * log(2.0));
-    double sum = 0;
-    for (uint64_t j = k; j <= m; j++) {
-        sum += t;
-        if (t < sum * 1e-17 || j == m)
-            break;
-        t *= (double)(m - j) / (double)(j + 1);
-    }
-    return sum > 1.0 ? 1.0 : sum;
+    return mf_stats_binom_tail_half(m, k);
 }
 
 static struct mf_gate_failure *gate__fail(struct mf_gate_verdict *v, enum mf_gate_check check,

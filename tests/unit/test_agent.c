@@ -713,23 +713,12 @@ static void test_labels_load(void **state)
 
 /* ---- the gate --------------------------------------------------------- */
 
+/* The gate's p-value is common/stats' tail (tested in unit_common). */
 static void test_binom_tail(void **state)
 {
     (void)state;
-    assert_float_equal(mf_gate_binom_tail(0, 0), 1.0, 0);
-    assert_float_equal(mf_gate_binom_tail(10, 0), 1.0, 0);
-    assert_float_equal(mf_gate_binom_tail(10, 11), 0.0, 0);
-    assert_float_equal(mf_gate_binom_tail(10, 10), 1.0 / 1024, 1e-15);
     assert_float_equal(mf_gate_binom_tail(10, 8), 56.0 / 1024, 1e-13);
-    assert_float_equal(mf_gate_binom_tail(10, 5), 638.0 / 1024, 1e-13);
-    assert_float_equal(mf_gate_binom_tail(11, 3), 1981.0 / 2048, 1e-13);
-    assert_float_equal(mf_gate_binom_tail(1, 1), 0.5, 1e-15);
-    /* Symmetric: P[X >= k] + P[X >= m-k+1] = 1. */
-    assert_float_equal(mf_gate_binom_tail(2000, 990) + mf_gate_binom_tail(2000, 1011), 1.0, 1e-10);
-    /* Far tails stay positive and tiny instead of rounding to 0 or 1. */
-    double far = mf_gate_binom_tail(1000, 900);
-    assert_true(far > 0 && far < 1e-100);
-    assert_true(mf_gate_binom_tail(1000, 100) > 1 - 1e-12);
+    assert_float_equal(mf_gate_binom_tail(0, 0), 1.0, 0);
 }
 
 struct gate_case {

@@ -1,5 +1,6 @@
 /* test_common.c — common/: errors, buffers, codecs, hashes, semver, time,
- * config tables and file helpers. */
+ * config tables, file helpers, and the binomial tail and normal quantile. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +23,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/semver.h"
+#include "common/stats.h"
 
 static void test_err_names(void **state)
 {
@@ -432,16 +434,76 @@ static void test_dec_u64(void **state)
     assert_string_equal(p, "x");
 }
 
+/* The exact binomial tail at 1/2: small cases by hand (C(10, k) / 1024),
+ * symmetry, and the far tails kept rather than rounded away. */
+static void test_stats_binom_tail(void **state)
+{
+    (void)state;
+    assert_float_equal(mf_stats_binom_tail_half(0, 0), 1.0, 0);
+    assert_float_equal(mf_stats_binom_tail_half(10, 0), 1.0, 0);
+    assert_float_equal(mf_stats_binom_tail_half(10, 11), 0.0, 0);
+    assert_float_equal(mf_stats_binom_tail_half(10, 10), 1.0 / 1024, 1e-15);
+    assert_float_equal(mf_stats_binom_tail_half(10, 8), 56.0 / 1024, 1e-13);
+    assert_float_equal(mf_stats_binom_tail_half(10, 5), 638.0 / 1024, 1e-13);
+    assert_float_equal(mf_stats_binom_tail_half(9, 8), 10.0 / 512, 1e-13);
+    assert_float_equal(mf_stats_binom_tail_half(11, 3), 1981.0 / 2048, 1e-13);
+    assert_float_equal(mf_stats_binom_tail_half(1, 1), 0.5, 1e-15);
+    /* P[X >= 990] + P[X >= 1011] = 1 for m = 2000 (the tails mirror). */
+    assert_float_equal(mf_stats_binom_tail_half(2000, 990) + mf_stats_binom_tail_half(2000, 1011),
+                       1.0, 1e-10);
+    double far = mf_stats_binom_tail_half(1000, 900); /* ~1e-150: not 0 */
+    assert_true(far > 0 && far < 1e-100);
+    assert_true(mf_stats_binom_tail_half(1000, 100) > 1 - 1e-12);
+    /* Monotone in k (strictly, once the tail is off 1 in double precision). */
+    for (uint64_t k = 1; k <= 60; k++) {
+        assert_true(mf_stats_binom_tail_half(60, k) <= mf_stats_binom_tail_half(60, k - 1));
+        if (k >= 12)
+            assert_true(mf_stats_binom_tail_half(60, k) < mf_stats_binom_tail_half(60, k - 1));
+    }
+}
+
+/* The normal quantile against published values, its symmetry, and the round
+ * trip through the CDF (erfc) across both tails and the centre. */
+static void test_stats_normal_quantile(void **state)
+{
+    (void)state;
+    assert_float_equal(mf_stats_normal_quantile(0.5), 0.0, 1e-12);
+    assert_float_equal(mf_stats_normal_quantile(0.95), 1.6448536270, 1e-9);
+    assert_float_equal(mf_stats_normal_quantile(0.975), 1.9599639845, 1e-9);
+    assert_float_equal(mf_stats_normal_quantile(0.99), 2.3263478740, 1e-9);
+    assert_float_equal(mf_stats_normal_quantile(0.9), 1.2815515655, 1e-9);
+    assert_float_equal(mf_stats_normal_quantile(0.05), -1.6448536270, 1e-9);
+    assert_float_equal(mf_stats_normal_quantile(0.001), -3.0902323062, 1e-9);
+    assert_float_equal(mf_stats_normal_quantile(1e-10), -6.3613409024, 1e-8);
+    const double ps[] = {1e-12, 1e-6, 0.001, 0.02,    0.02425, 0.1,     0.3,
+                         0.5,   0.7,  0.9,   0.97575, 0.99,    0.999999};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+        double z = mf_stats_normal_quantile(ps[i]);
+        double back = 0.5 * erfc(-z / sqrt(2.0));
+        assert_float_equal(back, ps[i], ps[i] * 1e-9 + 1e-15);
+        if (ps[i] >= 1e-6) /* 1 - p loses the digits of smaller p */
+            assert_float_equal(mf_stats_normal_quantile(1 - ps[i]), -z, 1e-8);
+    }
+}
+
 int main(void)
 {
     mf_crypto_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_names),   cmocka_unit_test(test_log_levels),
-        cmocka_unit_test(test_diag),        cmocka_unit_test(test_buf_cap),
-        cmocka_unit_test(test_codecs),      cmocka_unit_test(test_dec_u64),
-        cmocka_unit_test(test_hash_vector), cmocka_unit_test(test_semver),
-        cmocka_unit_test(test_time),        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_config_args), cmocka_unit_test(test_fs),
+        cmocka_unit_test(test_err_names),
+        cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_diag),
+        cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_codecs),
+        cmocka_unit_test(test_dec_u64),
+        cmocka_unit_test(test_hash_vector),
+        cmocka_unit_test(test_semver),
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_args),
+        cmocka_unit_test(test_fs),
+        cmocka_unit_test(test_stats_binom_tail),
+        cmocka_unit_test(test_stats_normal_quantile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
