@@ -18,8 +18,6 @@
 
 #define AO(f) offsetof(struct mf_agent_config, f)
 
-#define SECRET_MAX 256 /* bytes of a credential or password, newline excluded */
-
 const struct mf_cfg_key mf_agent_config_table[] = {
     {"device_id", MF_CFG_STR, AO(device_id), NULL, 0, 0,
      "this device's name (1-64 of [A-Za-z0-9._-]); also its MQTT username"},
@@ -231,7 +229,7 @@ static enum mf_err check_secret_file(const char *key, const char *path, struct m
 {
     char *secret = NULL;
 
-    if (mf_agent_config_secret(path, &secret, diag) != MF_OK)
+    if (mf_cfg_secret(path, &secret, diag) != MF_OK)
         return check__reframe(diag, key);
     if (secret) {
         sodium_memzero(secret, strlen(secret));
@@ -377,67 +375,4 @@ enum mf_err mf_agent_config_keyring(const struct mf_agent_config *c, struct mf_k
     *out = mf_xmalloc(sizeof **out);
     **out = ring;
     return MF_OK;
-}
-
-enum mf_err mf_agent_config_secret(const char *path, char **out, struct mf_diag *diag)
-{
-    char buf[SECRET_MAX + 3]; /* the secret, "\r\n", and one byte to notice more */
-    size_t n = 0;
-    ssize_t got;
-    struct stat st;
-    enum mf_err rc = MF_OK;
-    int fd;
-
-    if (!is_set(path)) {
-        *out = NULL;
-        return MF_OK;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return mf_diag_errno(diag, errno, path, "cannot open the secret file");
-    if (fstat(fd, &st) != 0) {
-        rc = mf_diag_errno(diag, errno, path, "cannot stat the secret file");
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = mf_diag_set(diag, MF_ERR_SCHEMA, path, "is not a regular file");
-        goto out;
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        rc = mf_diag_set(diag, MF_ERR_SCHEMA, path,
-                         "other users can read or change this secret (mode %04o): chmod 600 it",
-                         (unsigned)(st.st_mode & 07777));
-        goto out;
-    }
-    while (n < sizeof buf) {
-        got = read(fd, buf + n, sizeof buf - n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            rc = mf_diag_errno(diag, errno, path, "cannot read the secret file");
-            goto out;
-        }
-        if (got == 0)
-            break;
-        n += (size_t)got;
-    }
-    if (n > 0 && buf[n - 1] == '\n') {
-        n--;
-        if (n > 0 && buf[n - 1] == '\r')
-            n--;
-    }
-    if (n > SECRET_MAX) {
-        rc = mf_diag_set(diag, MF_ERR_TOO_LARGE, path, "a secret is at most %d bytes", SECRET_MAX);
-    } else if (n == 0) {
-        rc = mf_diag_set(diag, MF_ERR_SCHEMA, path, "the secret file is empty");
-    } else if (memchr(buf, '\0', n) || memchr(buf, '\n', n) || memchr(buf, '\r', n)) {
-        rc =
-            mf_diag_set(diag, MF_ERR_SCHEMA, path, "the secret must be one line without NUL bytes");
-    } else {
-        *out = mf_xstrndup(buf, n);
-    }
-out:
-    sodium_memzero(buf, sizeof buf);
-    close(fd);
-    return rc;
 }

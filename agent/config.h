@@ -80,7 +80,7 @@ MF_MUST_CHECK enum mf_err mf_agent_config_load(struct mf_agent_config *c, int ar
  * with a valid runtime name, an absolute path to an executable file, no
  * runtime twice; at least one trusted key, each loading; broker "host:port"
  * (port 1-65535) when set; broker_cafile readable and broker_password_file a
- * valid secret file (mf_agent_config_secret) when set; server_url http:// or
+ * valid secret file (mf_cfg_secret) when set; server_url http:// or
  * https:// when set, and then a credential_file that is a valid secret file;
  * state_dir absolute and an existing writable directory or creatable under
  * one; reconnect_min_ms <= reconnect_max_ms; download_backoff_ms <=
@@ -99,16 +99,6 @@ const char *mf_agent_config_runner(const struct mf_agent_config *c, const char *
  * "trusted_keys: <path>". */
 MF_MUST_CHECK enum mf_err mf_agent_config_keyring(const struct mf_agent_config *c,
                                                   struct mf_keyring **out, struct mf_diag *diag);
-
-/* Reads the credential / broker password file: one line, one trailing
- * newline ("\n" or "\r\n") stripped, at most 256 bytes. *out is the caller's
- * (free; better wipe it first). A NULL or empty path gives *out = NULL and
- * MF_OK. Refusals (diag->where is the path): MF_ERR_IO cannot open or read;
- * MF_ERR_SCHEMA not a regular file, any group/other permission bit (it must
- * be mode 0600 or stricter), empty, a NUL / CR / LF inside; MF_ERR_TOO_LARGE
- * more than 256 bytes. */
-MF_MUST_CHECK enum mf_err mf_agent_config_secret(const char *path, char **out,
-                                                 struct mf_diag *diag);
 
 void mf_agent_config_free(struct mf_agent_config *c);
 

@@ -596,7 +596,7 @@ static enum mf_err daemon_init(struct daemon *d, struct mf_diag *diag)
             return mf_diag_set(diag, MF_ERR_SCHEMA, "device_id", "cannot be used in a topic");
     if (mf_split_hostport(c->broker, &d->host, &d->port) != MF_OK)
         return mf_diag_set(diag, MF_ERR_SCHEMA, "broker", "\"%s\" is not host:port", c->broker);
-    if ((err = mf_agent_config_secret(c->broker_password_file, &password, diag)) != MF_OK)
+    if ((err = mf_cfg_secret(c->broker_password_file, &password, diag)) != MF_OK)
         return err;
     d->mosq = mosquitto_new(c->device_id, true, d);
     if (!d->mosq) {

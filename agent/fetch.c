@@ -15,7 +15,7 @@ enum mf_err mf_agent_fetcher_init(struct mf_agent_fetcher *f, const struct mf_ag
     memset(f, 0, sizeof *f);
     f->cfg = cfg;
     f->stop = stop;
-    return mf_agent_config_secret(cfg->credential_file, &f->credential, diag);
+    return mf_cfg_secret(cfg->credential_file, &f->credential, diag);
 }
 
 void mf_agent_fetcher_free(struct mf_agent_fetcher *f)

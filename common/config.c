@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sodium.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "fs.h"
@@ -418,4 +421,68 @@ void mf_cfg_help(FILE *out, const struct mf_cfg_key *table)
     for (const struct mf_cfg_key *k = table; k->name; k++)
         fprintf(out, "  %-28s %s%s%s%s\n", k->name, k->help, k->def ? " [" : "",
                 k->def ? k->def : "", k->def ? "]" : "");
+}
+
+enum mf_err mf_cfg_secret(const char *path, char **out, struct mf_diag *diag)
+{
+    char buf[MF_CFG_SECRET_MAX + 3]; /* the secret, "\r\n", and one byte to notice more */
+    size_t n = 0;
+    ssize_t got;
+    struct stat st;
+    enum mf_err rc = MF_OK;
+    int fd;
+
+    if (!path || !*path) {
+        *out = NULL;
+        return MF_OK;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return mf_diag_errno(diag, errno, path, "cannot open the secret file");
+    if (fstat(fd, &st) != 0) {
+        rc = mf_diag_errno(diag, errno, path, "cannot stat the secret file");
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = mf_diag_set(diag, MF_ERR_SCHEMA, path, "is not a regular file");
+        goto out;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        rc = mf_diag_set(diag, MF_ERR_SCHEMA, path,
+                         "other users can read or change this secret (mode %04o): chmod 600 it",
+                         (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    while (n < sizeof buf) {
+        got = read(fd, buf + n, sizeof buf - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = mf_diag_errno(diag, errno, path, "cannot read the secret file");
+            goto out;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+    }
+    if (n > 0 && buf[n - 1] == '\n') {
+        n--;
+        if (n > 0 && buf[n - 1] == '\r')
+            n--;
+    }
+    if (n > MF_CFG_SECRET_MAX) {
+        rc = mf_diag_set(diag, MF_ERR_TOO_LARGE, path, "a secret is at most %d bytes",
+                         MF_CFG_SECRET_MAX);
+    } else if (n == 0) {
+        rc = mf_diag_set(diag, MF_ERR_SCHEMA, path, "the secret file is empty");
+    } else if (memchr(buf, '\0', n) || memchr(buf, '\n', n) || memchr(buf, '\r', n)) {
+        rc =
+            mf_diag_set(diag, MF_ERR_SCHEMA, path, "the secret must be one line without NUL bytes");
+    } else {
+        *out = mf_xstrndup(buf, n);
+    }
+out:
+    sodium_memzero(buf, sizeof buf);
+    close(fd);
+    return rc;
 }

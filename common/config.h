@@ -74,6 +74,16 @@ MF_MUST_CHECK enum mf_err mf_cfg_load_args(const struct mf_cfg_key *table, void 
 MF_MUST_CHECK enum mf_err mf_split_hostport(const char *s, char **host, int *port);
 /* Prints one line per key: name, help, [default]. */
 void mf_cfg_help(FILE *out, const struct mf_cfg_key *table);
+#define MF_CFG_SECRET_MAX 256 /* bytes of a credential or password, newline excluded */
+
+/* Reads a secret file (a device credential, an MQTT password): one line,
+ * one trailing "\n" or "\r\n" stripped. *out is the caller's (free; better
+ * wipe it first). A NULL or empty path gives *out = NULL and MF_OK.
+ * Refusals (diag->where is the path): MF_ERR_IO cannot open or read;
+ * MF_ERR_SCHEMA not a regular file, any group/other permission bit (it must
+ * be mode 0600 or stricter), empty, a NUL / CR / LF inside; MF_ERR_TOO_LARGE
+ * more than MF_CFG_SECRET_MAX bytes. */
+MF_MUST_CHECK enum mf_err mf_cfg_secret(const char *path, char **out, struct mf_diag *diag);
 /* Frees the owned strings and lists of obj (not obj itself). */
 void mf_cfg_free(const struct mf_cfg_key *table, void *obj);
 

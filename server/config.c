@@ -39,7 +39,19 @@ const struct mf_cfg_key mf_server_config_table[] = {
      "seconds to wait for a database connection"},
     {"shutdown_timeout", MF_CFG_INT, SO(shutdown_timeout), "10", 0, 3600,
      "seconds SIGTERM waits for requests in flight (downloads resume with Range)"},
-    {"mqtt_broker", MF_CFG_STR, SO(mqtt_broker), "127.0.0.1:1883", 0, 0, "MQTT broker host:port"},
+    {"mqtt_broker", MF_CFG_STR, SO(mqtt_broker), "127.0.0.1:1883", 0, 0,
+     "MQTT broker host:port for telemetry ingest (empty: no ingest)"},
+    {"mqtt_client_id", MF_CFG_STR, SO(mqtt_client_id), "", 0, 0,
+     "MQTT client id; set: a persistent session, so the broker keeps what devices send while "
+     "the server is down (one id per server); empty: a clean session"},
+    {"mqtt_username", MF_CFG_STR, SO(mqtt_username), "", 0, 0,
+     "MQTT user name of the server (empty: anonymous)"},
+    {"mqtt_password_file", MF_CFG_STR, SO(mqtt_password_file), "", 0, 0,
+     "file holding the MQTT password (first line)"},
+    {"ingest_batch", MF_CFG_INT, SO(ingest_batch), "256", 1, 10000,
+     "telemetry messages written per database transaction (at most; or every 200 ms)"},
+    {"ingest_queue", MF_CFG_INT, SO(ingest_queue), "10000", 16, 1000000,
+     "telemetry messages waiting for the database; beyond, new ones are dropped (counted)"},
     {"log_level", MF_CFG_STR, SO(log_level), "info", 0, 0, "debug, info, warn or error"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };
@@ -73,7 +85,8 @@ enum mf_err mf_server_config_check(const struct mf_server_config *c, struct mf_d
         return rc;
     }
     free(host);
-    if (mf_split_hostport(c->mqtt_broker, &host, &port) != MF_OK)
+    host = NULL;
+    if (*c->mqtt_broker && mf_split_hostport(c->mqtt_broker, &host, &port) != MF_OK)
         return mf_diag_set(diag, MF_ERR_SCHEMA, "mqtt_broker", "\"%s\" is not host:port",
                            c->mqtt_broker);
     free(host);

@@ -24,7 +24,12 @@ struct mf_server_config {
     int64_t http_threads;       /* 0 = one per online CPU: see mf_server_http_threads() */
     int64_t db_connect_timeout; /* seconds */
     int64_t shutdown_timeout;   /* seconds to let requests finish on SIGTERM */
-    char *mqtt_broker;          /* host:port (the bus lands with rollouts) */
+    char *mqtt_broker;          /* host:port; "" = no telemetry ingest */
+    char *mqtt_client_id;       /* "" = modelfleet-server-<pid>, clean session */
+    char *mqtt_username;        /* "" = anonymous */
+    char *mqtt_password_file;   /* "" = no password */
+    int64_t ingest_batch;       /* messages per transaction */
+    int64_t ingest_queue;       /* bounded queue to the ingest writer */
     char *log_level;
 };
 

@@ -15,6 +15,7 @@
 #include "common/mem.h"
 #include "server/api.h"
 #include "server/http.h"
+#include "server/ingest.h"
 #include "server/store.h"
 
 #define EXIT_USAGE 2
@@ -128,6 +129,7 @@ static int server__serve(int argc, char **argv, int first)
 {
     struct mf_server s;
     struct mf_diag diag = {0};
+    struct mf_ingest *ingest = NULL;
     sigset_t sigs;
     int sig, rc;
 
@@ -146,8 +148,13 @@ static int server__serve(int argc, char **argv, int first)
         rc = server__fail("signing key", &diag);
         goto out;
     }
+    if (*s.cfg.mqtt_broker && mf_ingest_start(&s, &ingest, &diag) != MF_OK) {
+        rc = server__fail("ingest", &diag);
+        goto out;
+    }
     if (mf_http_start(&s, mf_api_routes, mf_api_routes_count, &diag) != MF_OK) {
         rc = server__fail("http", &diag);
+        mf_ingest_stop(ingest);
         goto out;
     }
     mf_log(MF_LOG_INFO, "modelfleet-server %s listening on %s key=%s threads=%u", MF_VERSION,
@@ -157,6 +164,7 @@ static int server__serve(int argc, char **argv, int first)
     } while (sig < 0);
     mf_log(MF_LOG_INFO, "signal %d: shutting down (up to %llds for requests in flight)", sig,
            (long long)s.cfg.shutdown_timeout);
+    mf_ingest_stop(ingest); /* stores what is queued while requests finish */
     mf_http_drain(&s, (int)s.cfg.shutdown_timeout);
     mf_http_stop(&s);
     mf_log(MF_LOG_INFO, "stopped");
