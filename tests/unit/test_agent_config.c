@@ -521,7 +521,7 @@ static enum mf_err secret_of(struct fx *f, const void *data, size_t n, mode_t mo
     write_mode(path, data, n, mode);
     *out = NULL;
     memset(d, 0, sizeof *d);
-    rc = mf_agent_config_secret(path, out, d);
+    rc = mf_cfg_secret(path, out, d);
     free(path);
     return rc;
 }
@@ -581,15 +581,15 @@ static void test_secret(void **state)
 
     /* missing file, a directory, unset */
     char *missing = mf_xasprintf("%s/none", f->dir);
-    assert_int_equal(mf_agent_config_secret(missing, &out, &d), MF_ERR_IO);
+    assert_int_equal(mf_cfg_secret(missing, &out, &d), MF_ERR_IO);
     assert_null(out);
     free(missing);
-    assert_int_equal(mf_agent_config_secret(f->dir, &out, &d), MF_ERR_SCHEMA);
+    assert_int_equal(mf_cfg_secret(f->dir, &out, &d), MF_ERR_SCHEMA);
     out = (char *)"untouched";
-    assert_int_equal(mf_agent_config_secret(NULL, &out, &d), MF_OK);
+    assert_int_equal(mf_cfg_secret(NULL, &out, &d), MF_OK);
     assert_null(out);
     out = (char *)"untouched";
-    assert_int_equal(mf_agent_config_secret("", &out, &d), MF_OK);
+    assert_int_equal(mf_cfg_secret("", &out, &d), MF_OK);
     assert_null(out);
 }
 
