@@ -279,26 +279,29 @@ static enum mf_err check_state_dir(const char *dir, struct mf_diag *diag)
     return rc;
 }
 
+/* A set value that is a name (mf_pkg_name_ok). */
+static enum mf_err check_name(const char *key, const char *v, const char *what,
+                              struct mf_diag *diag)
+{
+    if (!is_set(v))
+        return mf_diag_set(diag, MF_ERR_SCHEMA, key, "is not set");
+    if (!mf_pkg_name_ok(v))
+        return mf_diag_set(diag, MF_ERR_SCHEMA, key,
+                           "'%s' is not a %s name (1-64 of [A-Za-z0-9._-], starting with a letter "
+                           "or digit)",
+                           v, what);
+    return MF_OK;
+}
+
 enum mf_err mf_agent_config_check(const struct mf_agent_config *c, struct mf_diag *diag)
 {
     struct mf_keyring ring = {0};
     enum mf_log_level lvl;
     enum mf_err rc;
 
-    if (!is_set(c->device_id))
-        return mf_diag_set(diag, MF_ERR_SCHEMA, "device_id", "is not set");
-    if (!mf_pkg_name_ok(c->device_id))
-        return mf_diag_set(diag, MF_ERR_SCHEMA, "device_id",
-                           "'%s' is not a device name (1-64 of [A-Za-z0-9._-], starting with a "
-                           "letter or digit)",
-                           c->device_id);
-    if (!is_set(c->hw_class))
-        return mf_diag_set(diag, MF_ERR_SCHEMA, "hw_class", "is not set");
-    if (!mf_pkg_name_ok(c->hw_class))
-        return mf_diag_set(diag, MF_ERR_SCHEMA, "hw_class",
-                           "'%s' is not a hardware class name (1-64 of [A-Za-z0-9._-], starting "
-                           "with a letter or digit)",
-                           c->hw_class);
+    if ((rc = check_name("device_id", c->device_id, "device", diag)) != MF_OK ||
+        (rc = check_name("hw_class", c->hw_class, "hardware class", diag)) != MF_OK)
+        return rc;
     if ((rc = check_runners(c, diag)) != MF_OK)
         return rc;
     if (c->trusted_keys.n == 0)

@@ -29,6 +29,7 @@
 #include "common/mem.h"
 #include "packaging/key.h"
 #include "packaging/pack.h"
+#include "unit_pack.h"
 
 static char tmpdir[] = "/tmp/mf-installtest-XXXXXX";
 static struct mf_key_secret key, stranger;
@@ -63,46 +64,12 @@ static char *new_state_dir(void)
     return d;
 }
 
-static void seed_key(struct mf_key_secret *k, uint8_t b)
-{
-    uint8_t seed[crypto_sign_SEEDBYTES];
-    memset(seed, b, sizeof seed);
-    mf_key_from_seed(k, seed);
-}
-
 static enum mf_err pack(const char *version, const char *model_file, const struct mf_key_secret *k,
                         const char *out, uint64_t *bytes)
 {
-    char *model_pkg = mf_xasprintf("model/%s", model_file);
-    char *model_src = mf_xasprintf("%s/%s", MF_FIXTURES, model_file);
-    struct mf_pack_file files[] = {
-        {model_pkg, model_src},
-        {"eval/inputs.npy", MF_FIXTURES "/eval-inputs.npy"},
-        {"eval/labels.npy", MF_FIXTURES "/eval-labels.npy"},
-    };
-    struct mf_pack_input in = {
-        .model = "digits",
-        .version = version,
-        .runtime = "onnx",
-        .hardware = &hw,
-        .entry = model_pkg,
-        .eval_inputs = "eval/inputs.npy",
-        .eval_labels = "eval/labels.npy",
-        .created = 1767225600,
-        .min_accuracy = 0.9,
-        .max_accuracy_drop = 0.01,
-        .files = files,
-        .n_files = 3,
-        .key = k,
-    };
-    struct mf_manifest *m = NULL;
-    struct mf_diag d;
-    enum mf_err err = mf_pkg_pack(&in, out, &m, &d);
-    if (err == MF_OK && bytes)
-        *bytes = mf_manifest_payload_bytes(m);
-    mf_manifest_free(m);
-    free(model_pkg);
-    free(model_src);
+    char *src = mf_xasprintf("%s/%s", MF_FIXTURES, model_file);
+    enum mf_err err = unit_pack_digits(version, src, model_file, &hw, 0.9, k, out, bytes);
+    free(src);
     return err;
 }
 
@@ -1025,8 +992,8 @@ int main(void)
     mf_crypto_init();
     if (!mkdtemp(tmpdir))
         return 1;
-    seed_key(&key, 7);
-    seed_key(&stranger, 8);
+    unit_seed_key(&key, 7);
+    unit_seed_key(&stranger, 8);
     mf_keyring_add(&trust, &key.pub);
     mf_strlist_push(&hw, "rpi5");
     for (int i = 0; i < N_PKGS; i++) {

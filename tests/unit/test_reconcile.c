@@ -39,6 +39,7 @@
 #include "packaging/key.h"
 #include "packaging/pack.h"
 #include "telemetry/desired.h"
+#include "unit_pack.h"
 #include "unit_tmp.h"
 
 #ifndef MF_OPENCV_RUNNER
@@ -62,46 +63,20 @@ static unsigned fetches;
 
 /* ---- fixtures ---- */
 
-static void seed_key(struct mf_key_secret *k, uint8_t b)
-{
-    uint8_t seed[crypto_sign_SEEDBYTES];
-    memset(seed, b, sizeof seed);
-    mf_key_from_seed(k, seed);
-}
-
 static void pack(int i, const char *hw_class, const struct mf_key_secret *k)
 {
     struct mf_strlist hw = {0};
     mf_strlist_push(&hw, hw_class);
-    char *model_pkg = mf_xasprintf("model/%s", onnx[i]);
-    char *model_src = i == P_FAKE ? mf_xasprintf("%s/%s", root, onnx[i])
-                                  : mf_xasprintf("%s/%s", MF_FIXTURES, onnx[i]);
-    struct mf_pack_file files[] = {
-        {model_pkg, model_src},
-        {"eval/inputs.npy", MF_FIXTURES "/eval-inputs.npy"},
-        {"eval/labels.npy", MF_FIXTURES "/eval-labels.npy"},
-    };
-    struct mf_pack_input in = {.model = "digits",
-                               .version = versions[i],
-                               .runtime = "onnx",
-                               .hardware = &hw,
-                               .entry = model_pkg,
-                               .eval_inputs = "eval/inputs.npy",
-                               .eval_labels = "eval/labels.npy",
-                               .created = 1767225600,
-                               .min_accuracy = 0.95,
-                               .max_accuracy_drop = 0.01,
-                               .files = files,
-                               .n_files = 3,
-                               .key = k};
+    char *src = i == P_FAKE ? mf_xasprintf("%s/%s", root, onnx[i])
+                            : mf_xasprintf("%s/%s", MF_FIXTURES, onnx[i]);
     struct mf_diag d = {0};
     pkgs[i] = mf_xasprintf("%s/pkg-%d.mfpkg", root, i);
-    assert_int_equal(mf_pkg_pack(&in, pkgs[i], NULL, &d), MF_OK);
+    assert_int_equal(unit_pack_digits(versions[i], src, onnx[i], &hw, 0.95, k, pkgs[i], NULL),
+                     MF_OK);
     uint8_t h[MF_HASH_BYTES];
     assert_int_equal(mf_hash_file(pkgs[i], h, &sizes[i], &d), MF_OK);
     mf_hex_encode(ids[i], h, sizeof h);
-    free(model_pkg);
-    free(model_src);
+    free(src);
     mf_strlist_free(&hw);
 }
 
@@ -111,9 +86,9 @@ static int setup(void **state)
     mf_crypto_init();
     mf_log_set_level(MF_LOG_ERROR);
     root = unit_tmpdir("reconcile");
-    seed_key(&pub_key, 7);
-    seed_key(&srv_key, 8);
-    seed_key(&stranger, 9);
+    unit_seed_key(&pub_key, 7);
+    unit_seed_key(&srv_key, 8);
+    unit_seed_key(&stranger, 9);
     char *fake = mf_xasprintf("%s/%s", root, onnx[P_FAKE]);
     FILE *f = fopen(fake, "w");
     fputs("360\n", f);
