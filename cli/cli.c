@@ -21,6 +21,7 @@ static const struct {
     {"models", mf_cli_models, "list models, their versions and variants on the server"},
     {"devices", mf_cli_devices, "list devices (filter by hardware class, model, online)"},
     {"fleet", mf_cli_fleet, "fleet summary: devices per hardware class, model, version"},
+    {"rollout", mf_cli_rollout, "start, watch, pause, resume, promote or abort staged rollouts"},
 };
 
 #define CLI_NCOMMANDS (sizeof cli__commands / sizeof cli__commands[0])
@@ -31,7 +32,7 @@ static void cli__help(FILE *out)
     for (size_t i = 0; i < CLI_NCOMMANDS; i++)
         fprintf(out, "  %-9s %s\n", cli__commands[i].name, cli__commands[i].help);
     fprintf(out, "\n'modelfleet <command> --help' shows a command's options.\n"
-                 "push, models, devices and fleet talk to modelfleet-server: --url and\n"
+                 "push, models, devices, fleet and rollout talk to modelfleet-server: --url and\n"
                  "--token, MODELFLEET_URL and MODELFLEET_TOKEN, or ~/.config/modelfleet/config.\n"
                  "exit codes: 0 success, 1 failed (e.g. package refused, server unreachable),\n"
                  "2 usage error\n");

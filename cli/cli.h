@@ -22,6 +22,8 @@ int mf_cli_push(int argc, char **argv);
 int mf_cli_models(int argc, char **argv);
 int mf_cli_devices(int argc, char **argv);
 int mf_cli_fleet(int argc, char **argv);
+/* `modelfleet rollout <start|status|list|...>` (cmd_rollout.c). */
+int mf_cli_rollout(int argc, char **argv);
 
 /* Prints "modelfleet <cmd>: <diag>" on stderr and returns MF_EXIT_FAIL (or
  * MF_EXIT_USAGE for MF_ERR_USAGE). */

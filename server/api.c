@@ -19,6 +19,7 @@
 #include "common/mem.h"
 #include "common/semver.h"
 #include "packaging/pkg.h"
+#include "server/api_rollouts.h"
 #include "server/range.h"
 #include "server/store.h"
 
@@ -562,12 +563,12 @@ static void api__token_revoke(struct mf_http_req *req)
 
 static void api__enroll(struct mf_http_req *req)
 {
-    static const char *const fields[] = {"device_id", "hw_class", "runtimes", "agent_version",
-                                         NULL};
+    static const char *const fields[] = {"device_id",     "hw_class", "runtimes",
+                                         "agent_version", "labels",   NULL};
     struct mf_diag diag = {0};
     struct mf_enroll e = {.token_id = req->who.token_id, .token_name = req->who.name};
-    char credential[MF_SECRET_LEN + 1], gen[20], *runtimes = NULL;
-    json_t *rt, *v;
+    char credential[MF_SECRET_LEN + 1], gen[20], *runtimes = NULL, *labels = NULL;
+    json_t *rt, *v, *lj;
     struct mf_semver sv;
     size_t i;
 
@@ -624,6 +625,16 @@ static void api__enroll(struct mf_http_req *req)
         mf_strlist_free(&l);
     }
     e.runtimes = runtimes;
+    lj = json_object_get(req->json, "labels");
+    if (lj) {
+        if (mf_api_labels_check(lj, "labels", &diag) != MF_OK) {
+            free(runtimes);
+            mf_http_error_diag(req, &diag);
+            return;
+        }
+        labels = json_dumps(lj, JSON_COMPACT | JSON_SORT_KEYS);
+    }
+    e.labels = labels;
     if (!e.device_id) {
         uint8_t r[8];
         randombytes_buf(r, sizeof r);
@@ -634,6 +645,7 @@ static void api__enroll(struct mf_http_req *req)
     }
     enum mf_err rc = mf_store_device_enroll(req->db, &e, credential, &diag);
     free(runtimes);
+    free(labels);
     if (rc != MF_OK) {
         mf_http_error_diag(req, &diag);
         return;
@@ -641,8 +653,9 @@ static void api__enroll(struct mf_http_req *req)
     mf_log(MF_LOG_INFO, "device enrolled device=%s hw_class=%s by=%s", e.device_id, e.hw_class,
            req->who.name);
     mf_http_json(req, 201,
-                 json_pack("{s:s, s:s, s:s}", "device_id", e.device_id, "credential", credential,
-                           "hw_class", e.hw_class));
+                 json_pack("{s:s, s:s, s:s, s:o}", "device_id", e.device_id, "credential",
+                           credential, "hw_class", e.hw_class, "labels",
+                           lj ? json_incref(lj) : json_object()));
     sodium_memzero(credential, sizeof credential);
 }
 
@@ -757,6 +770,45 @@ const struct mf_route mf_api_routes[] = {
     {"GET", V1 "/devices/{}", MF_ALLOW_VIEWER | MF_ROLE_DEVICE, MF_BODY_NONE, api__device, {NULL}},
     {"DELETE", V1 "/devices/{}", MF_ALLOW_ADMIN, MF_BODY_NONE, api__device_delete, {NULL}},
     {"GET", V1 "/fleet/summary", MF_ALLOW_VIEWER, MF_BODY_NONE, api__fleet, {NULL}},
+    {"POST", V1 "/rollouts", MF_ALLOW_OPERATOR, MF_BODY_JSON, mf_api_rollout_create, {NULL}},
+    {"GET",
+     V1 "/rollouts",
+     MF_ALLOW_VIEWER,
+     MF_BODY_NONE,
+     mf_api_rollouts,
+     {"model", "status", PAGE, NULL}},
+    {"GET", V1 "/rollouts/{}", MF_ALLOW_VIEWER, MF_BODY_NONE, mf_api_rollout, {NULL}},
+    {"GET",
+     V1 "/rollouts/{}/devices",
+     MF_ALLOW_VIEWER,
+     MF_BODY_NONE,
+     mf_api_rollout_devices,
+     {"hw_class", "outcome", PAGE, NULL}},
+    {"POST",
+     V1 "/rollouts/{}/pause",
+     MF_ALLOW_OPERATOR,
+     MF_BODY_NONE,
+     mf_api_rollout_pause,
+     {NULL}},
+    {"POST",
+     V1 "/rollouts/{}/resume",
+     MF_ALLOW_OPERATOR,
+     MF_BODY_NONE,
+     mf_api_rollout_resume,
+     {NULL}},
+    /* The body is optional: buffered, parsed by the handler. */
+    {"POST",
+     V1 "/rollouts/{}/abort",
+     MF_ALLOW_OPERATOR,
+     MF_BODY_NONE,
+     mf_api_rollout_abort,
+     {NULL}},
+    {"POST",
+     V1 "/rollouts/{}/promote",
+     MF_ALLOW_OPERATOR,
+     MF_BODY_NONE,
+     mf_api_rollout_promote,
+     {NULL}},
 };
 
 const size_t mf_api_routes_count = sizeof mf_api_routes / sizeof mf_api_routes[0];

@@ -52,6 +52,8 @@ const struct mf_cfg_key mf_server_config_table[] = {
      "telemetry messages written per database transaction (at most; or every 200 ms)"},
     {"ingest_queue", MF_CFG_INT, SO(ingest_queue), "10000", 16, 1000000,
      "telemetry messages waiting for the database; beyond, new ones are dropped (counted)"},
+    {"controller_interval_ms", MF_CFG_INT, SO(controller_interval_ms), "1000", 0, 3600000,
+     "rollout controller: milliseconds between steps (0: no controller in this process)"},
     {"log_level", MF_CFG_STR, SO(log_level), "info", 0, 0, "debug, info, warn or error"},
     {NULL, 0, 0, NULL, 0, 0, NULL},
 };

@@ -30,6 +30,7 @@ struct mf_server_config {
     char *mqtt_password_file;   /* "" = no password */
     int64_t ingest_batch;       /* messages per transaction */
     int64_t ingest_queue;       /* bounded queue to the ingest writer */
+    int64_t controller_interval_ms; /* rollout controller step period; 0 = none */
     char *log_level;
 };
 

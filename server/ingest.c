@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "server/db.h"
+#include "server/mqtt.h"
 #include "server/server.h"
 #include "telemetry/devmsg.h"
 
@@ -616,9 +617,8 @@ enum mf_err mf_ingest_start(struct mf_server *s, struct mf_ingest **out, struct 
     const struct mf_server_config *c = &s->cfg;
     struct mf_ingest *g = mf_xcalloc(1, sizeof *g);
     pthread_condattr_t ca;
-    char *password = NULL, client[64];
+    char client[64];
     enum mf_err rc = MF_OK;
-    int mrc;
 
     *out = NULL;
     mosquitto_lib_init();
@@ -634,13 +634,6 @@ enum mf_err mf_ingest_start(struct mf_server *s, struct mf_ingest **out, struct 
     pthread_condattr_destroy(&ca);
     atomic_init(&g->net_stop, false);
 
-    if (mf_split_hostport(c->mqtt_broker, &g->host, &g->port) != MF_OK) {
-        rc = mf_diag_set(diag, MF_ERR_SCHEMA, "mqtt_broker", "\"%s\" is not host:port",
-                         c->mqtt_broker);
-        goto fail;
-    }
-    if ((rc = mf_cfg_secret(c->mqtt_password_file, &password, diag)) != MF_OK)
-        goto fail;
     /* With mqtt_client_id, a persistent session: the broker queues (QoS 1)
      * what devices publish while the server is away and delivers it on
      * reconnect. Without, a clean session under an id of its own: events
@@ -648,24 +641,12 @@ enum mf_err mf_ingest_start(struct mf_server *s, struct mf_ingest **out, struct 
      * and online messages are re-read on connect). */
     bool persistent = c->mqtt_client_id && *c->mqtt_client_id;
     snprintf(client, sizeof client, "modelfleet-server-%ld", (long)getpid());
-    g->mosq = mosquitto_new(persistent ? c->mqtt_client_id : client, !persistent, g);
-    if (!g->mosq) {
-        rc = mf_diag_set(diag, MF_ERR_IO, "mqtt", "mosquitto_new failed");
+    rc = mf_server_mqtt_new(c, persistent ? c->mqtt_client_id : client, !persistent, g, &g->mosq,
+                            &g->host, &g->port, diag);
+    if (rc != MF_OK)
         goto fail;
-    }
     mosquitto_connect_callback_set(g->mosq, ingest__on_connect);
     mosquitto_message_callback_set(g->mosq, ingest__on_message);
-    mrc = MOSQ_ERR_SUCCESS;
-    if (*c->mqtt_username)
-        mrc = mosquitto_username_pw_set(g->mosq, c->mqtt_username, password);
-    if (password) {
-        sodium_memzero(password, strlen(password));
-        free(password);
-    }
-    if (mrc != MOSQ_ERR_SUCCESS) {
-        rc = mf_diag_set(diag, MF_ERR_SCHEMA, "mqtt_username", "%s", mosquitto_strerror(mrc));
-        goto fail;
-    }
     if (pthread_create(&g->writer, NULL, ingest__writer, g) != 0) {
         rc = mf_diag_set(diag, MF_ERR_IO, "ingest", "cannot start the writer thread");
         goto fail;

@@ -15,6 +15,7 @@
 #include "common/mem.h"
 #include "server/api.h"
 #include "server/http.h"
+#include "server/controller.h"
 #include "server/ingest.h"
 #include "server/store.h"
 
@@ -130,6 +131,7 @@ static int server__serve(int argc, char **argv, int first)
     struct mf_server s;
     struct mf_diag diag = {0};
     struct mf_ingest *ingest = NULL;
+    struct mf_controller *ctl = NULL;
     sigset_t sigs;
     int sig, rc;
 
@@ -152,8 +154,14 @@ static int server__serve(int argc, char **argv, int first)
         rc = server__fail("ingest", &diag);
         goto out;
     }
+    if (s.cfg.controller_interval_ms > 0 && mf_controller_start(&s, &ctl, &diag) != MF_OK) {
+        rc = server__fail("controller", &diag);
+        mf_ingest_stop(ingest);
+        goto out;
+    }
     if (mf_http_start(&s, mf_api_routes, mf_api_routes_count, &diag) != MF_OK) {
         rc = server__fail("http", &diag);
+        mf_controller_stop(ctl);
         mf_ingest_stop(ingest);
         goto out;
     }
@@ -164,7 +172,8 @@ static int server__serve(int argc, char **argv, int first)
     } while (sig < 0);
     mf_log(MF_LOG_INFO, "signal %d: shutting down (up to %llds for requests in flight)", sig,
            (long long)s.cfg.shutdown_timeout);
-    mf_ingest_stop(ingest); /* stores what is queued while requests finish */
+    mf_controller_stop(ctl); /* what is not published yet stays in the outbox */
+    mf_ingest_stop(ingest);  /* stores what is queued while requests finish */
     mf_http_drain(&s, (int)s.cfg.shutdown_timeout);
     mf_http_stop(&s);
     mf_log(MF_LOG_INFO, "stopped");

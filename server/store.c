@@ -25,7 +25,8 @@
 #define DEV_JSON                                                                                   \
     "json_build_object('id', d.id, 'hw_class', d.hw_class, 'agent_version', d.agent_version,"      \
     " 'runtimes', to_json(d.runtimes), 'online', d.online, 'last_seen', mf_rfc3339(d.last_seen),"  \
-    " 'enrolled_at', mf_rfc3339(d.enrolled_at), 'models', coalesce((SELECT json_agg("              \
+    " 'enrolled_at', mf_rfc3339(d.enrolled_at), 'labels', d.labels,"                               \
+    " 'models', coalesce((SELECT json_agg("                                                        \
     "json_build_object('name', m.model, 'version', m.version, 'package', m.package)"               \
     " ORDER BY m.model) FROM device_models m WHERE m.device_id = d.id), '[]'::json))"
 
@@ -467,8 +468,8 @@ enum mf_err mf_store_device_enroll(struct mf_db *db, const struct mf_enroll *e,
     store__bytea(hb, h, MF_HASH_BYTES);
     snprintf(tid, sizeof tid, "%lld", (long long)e->token_id);
     const char *pt[1] = {tid};
-    const char *pd[6] = {e->device_id,     e->hw_class, hb,
-                         e->agent_version, e->runtimes, e->token_name};
+    const char *pd[7] = {e->device_id, e->hw_class,   hb,       e->agent_version,
+                         e->runtimes,  e->token_name, e->labels};
 
     rc = mf_db_begin(db, diag);
     if (rc != MF_OK)
@@ -483,9 +484,9 @@ enum mf_err mf_store_device_enroll(struct mf_db *db, const struct mf_enroll *e,
     if (rc == MF_OK) {
         rc = mf_db_exec(db,
                         "INSERT INTO devices (id, hw_class, credential_hash, agent_version,"
-                        " runtimes, enrolled_by) VALUES ($1, $2, $3::bytea, $4,"
-                        " coalesce($5::text[], '{}'), $6)",
-                        6, pd, NULL, diag);
+                        " runtimes, enrolled_by, labels) VALUES ($1, $2, $3::bytea, $4,"
+                        " coalesce($5::text[], '{}'), $6, coalesce($7::jsonb, '{}'))",
+                        7, pd, NULL, diag);
         if (rc == MF_ERR_CONFLICT)
             rc = mf_diag_set(diag, MF_ERR_CONFLICT, e->device_id,
                              "a device with id \"%s\" is already enrolled", e->device_id);

@@ -1,0 +1,37 @@
+/* controller.h — the rollout controller: one thread that, every
+ * controller_interval_ms, steps each live rollout and publishes the desired
+ * states that result.
+ *
+ * A step, for one rollout, is one transaction: lock the rollout row, load
+ * the snapshot (the target devices with their outcome so far, their latest
+ * valid report of the candidate and their crash count), call the pure policy
+ * (mf_rollout_step), then write what it decided: desired states (signed with
+ * the server key, seq grown) into the outbox (desired_states with
+ * published_at NULL), rollout_devices rows, the rollout's progress, the
+ * stage's gate evidence, and an audit row per transition. Only after the
+ * commit does the publisher send the outbox (QoS 1, retained); a desired
+ * state is marked published when the broker acknowledges it, so a crash or a
+ * broker outage between commit and publish resends, never loses.
+ *
+ * One controller at a time: each step runs under a transaction-level
+ * PostgreSQL advisory lock; a server that does not get it skips the tick
+ * (several server replicas may run, docs/operations.md). */
+#ifndef MF_SERVER_CONTROLLER_H
+#define MF_SERVER_CONTROLLER_H
+
+#include "common/err.h"
+
+struct mf_server;
+struct mf_controller;
+
+/* Starts the thread (and, when mqtt_broker is set, the publisher's MQTT
+ * client, which connects and reconnects by itself). Fails only on a bad
+ * configuration; the database or the broker being down is retried. */
+MF_MUST_CHECK enum mf_err mf_controller_start(struct mf_server *s, struct mf_controller **out,
+                                              struct mf_diag *diag);
+
+/* Stops and joins; what is committed and not yet published stays in the
+ * outbox for the next start. NULL is a no-op. */
+void mf_controller_stop(struct mf_controller *c);
+
+#endif
