@@ -641,8 +641,9 @@ void mf_rollout_step(const struct mf_rollout_plan *plan, const struct mf_rollout
                 continue;
             struct mf_rollout_action *x =
                 act_push(&acts, MF_ROLLOUT_FAIL_CLASS, plan->classes[c], stage, ev_of[c]);
-            reason_set(x->reason, "%s failed stage %zu (%g%%)%s: %s", plan->classes[c], stage,
-                       sp->percent, watching ? " while watching" : "", ev[ev_of[c]].reason);
+            reason_set(x->reason, "%s failed stage %zu/%zu (%g%%)%s: %s", plan->classes[c],
+                       stage + 1, plan->n_stages, sp->percent, watching ? " while watching" : "",
+                       ev[ev_of[c]].reason);
             next.classes[c] = MF_ROLLOUT_CLASS_FAILED;
             if (rollback && !whole)
                 rollback_class(&acts, plan, dev, start[c], start[c + 1], stage, ev_of[c],
@@ -696,10 +697,11 @@ void mf_rollout_step(const struct mf_rollout_plan *plan, const struct mf_rollout
             while (ev_of[c] < 0 || ev[ev_of[c]].verdict != MF_ROLLOUT_VERDICT_INCONCLUSIVE)
                 c++;
             struct mf_rollout_action *x = act_push(&acts, MF_ROLLOUT_PAUSE, NULL, stage, ev_of[c]);
-            reason_set(x->reason,
-                       "stage %zu (%g%%) still inconclusive after %lld s (timeout %lld s): %s: %s",
-                       stage, sp->percent, (long long)age, (long long)sp->timeout_s,
-                       plan->classes[c], ev[ev_of[c]].reason);
+            reason_set(
+                x->reason,
+                "stage %zu/%zu (%g%%) still inconclusive after %lld s (timeout %lld s): %s: %s",
+                stage + 1, plan->n_stages, sp->percent, (long long)age, (long long)sp->timeout_s,
+                plan->classes[c], ev[ev_of[c]].reason);
             next.status = MF_ROLLOUT_PAUSED;
             goto out;
         }
@@ -708,15 +710,15 @@ void mf_rollout_step(const struct mf_rollout_plan *plan, const struct mf_rollout
                 continue;
             struct mf_rollout_action *x =
                 act_push(&acts, MF_ROLLOUT_EXTEND, plan->classes[c], stage, ev_of[c]);
-            reason_set(x->reason, "stage %zu (%g%%) goes on for %s: %s", stage, sp->percent,
-                       plan->classes[c], ev[ev_of[c]].reason);
+            reason_set(x->reason, "stage %zu/%zu (%g%%) goes on for %s: %s", stage + 1,
+                       plan->n_stages, sp->percent, plan->classes[c], ev[ev_of[c]].reason);
         }
     } else if (n_pass > 0) { /* every class still active passed */
         if (stage + 1 < plan->n_stages) {
             struct mf_rollout_action *x = act_push(&acts, MF_ROLLOUT_ADVANCE, NULL, stage + 1, -1);
-            reason_set(x->reason,
-                       "every active class passed stage %zu (%g%%): on to stage %zu (%g%%)", stage,
-                       sp->percent, stage + 1, plan->stages[stage + 1].percent);
+            reason_set(
+                x->reason, "every active class passed stage %zu/%zu (%g%%): on to stage %zu (%g%%)",
+                stage + 1, plan->n_stages, sp->percent, stage + 2, plan->stages[stage + 1].percent);
             next.stage = stage + 1;
             next.stage_started = now;
             sp = &plan->stages[next.stage];
@@ -743,11 +745,13 @@ void mf_rollout_step(const struct mf_rollout_plan *plan, const struct mf_rollout
             x->device = r->d->id;
             x->version = plan->version;
             if (sp->percent >= 100 || r->bucket < sp->percent / 100)
-                reason_set(x->reason, "stage %zu (%g%%) covers bucket %.6f", next.stage,
-                           sp->percent, r->bucket);
+                reason_set(x->reason, "stage %zu/%zu (%g%%) covers bucket %.6f", next.stage + 1,
+                           plan->n_stages, sp->percent, r->bucket);
             else
-                reason_set(x->reason, "stage %zu keeps at least %llu devices of %s: bucket %.6f",
-                           next.stage, (ull)sp->min_devices, plan->classes[c], r->bucket);
+                reason_set(x->reason,
+                           "stage %zu/%zu keeps at least %llu devices of %s: bucket %.6f",
+                           next.stage + 1, plan->n_stages, (ull)sp->min_devices, plan->classes[c],
+                           r->bucket);
         }
     }
 

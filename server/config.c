@@ -40,7 +40,7 @@ const struct mf_cfg_key mf_server_config_table[] = {
     {"shutdown_timeout", MF_CFG_INT, SO(shutdown_timeout), "10", 0, 3600,
      "seconds SIGTERM waits for requests in flight (downloads resume with Range)"},
     {"mqtt_broker", MF_CFG_STR, SO(mqtt_broker), "127.0.0.1:1883", 0, 0,
-     "MQTT broker host:port for telemetry ingest (empty: no ingest)"},
+     "MQTT broker host:port for telemetry ingest and desired states (empty: neither)"},
     {"mqtt_client_id", MF_CFG_STR, SO(mqtt_client_id), "", 0, 0,
      "MQTT client id; set: a persistent session, so the broker keeps what devices send while "
      "the server is down (one id per server); empty: a clean session"},

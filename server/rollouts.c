@@ -369,8 +369,14 @@ json_t *mf_evidence_to_json(const struct mf_rollout_evidence *e)
     } reals[] = {{"accuracy", e->accuracy},     {"drop", e->drop},
                  {"drop_upper", e->drop_upper}, {"p_worse", e->p_worse},
                  {"p50_ratio", e->p50_ratio},   {"p99_ratio", e->p99_ratio}};
-    for (size_t i = 0; i < sizeof reals / sizeof *reals; i++)
-        json_object_set_new(o, reals[i].key, real_or_null(reals[i].v));
+    for (size_t i = 0; i < sizeof reals / sizeof *reals; i++) {
+        /* without a paired table there is no drop, bound, p or ratio: null */
+        bool paired_only = i > 0;
+        json_object_set_new(o, reals[i].key,
+                            (paired_only && e->with_incumbent == 0) || (i == 0 && e->n == 0)
+                                ? json_null()
+                                : real_or_null(reals[i].v));
+    }
     json_object_set_new(o, "reason", json_string(e->reason));
     return o;
 }

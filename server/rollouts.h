@@ -53,7 +53,9 @@ void mf_plan_free(struct mf_plan *pl);
  * "assigned","active","refused","failed","crashes","reporting",
  * "with_incumbent","n","both","only_candidate","only_incumbent","neither",
  * "correct","accuracy","drop","drop_upper","p_worse","p50_ratio","p99_ratio",
- * "reason"}; reals that are not finite (no data) become null. */
+ * "reason"}; reals that are not finite, and accuracy without reports or the
+ * paired figures (drop, drop_upper, p_worse, ratios) without an incumbent,
+ * are null. */
 json_t *mf_evidence_to_json(const struct mf_rollout_evidence *e);
 
 /* "active" | "failed" | "done", and back (false: unknown name). */
