@@ -1,7 +1,7 @@
 /* client.c — libcurl behind mf_client: one easy handle reused for every
  * request, bodies collected into a capped mf_buf, uploads streamed from a
- * file descriptor. The token lives only in the Authorization header string,
- * which is wiped before it is freed. */
+ * file descriptor, JSON request bodies sent from memory. The token lives only
+ * in the Authorization header string, which is wiped before it is freed. */
 #include "client.h"
 
 #include <curl/curl.h>
@@ -247,11 +247,15 @@ static enum mf_err client__perform(struct mf_client *c, struct xfer *x, const ch
     return MF_OK;
 }
 
-static struct curl_slist *client__headers(const struct mf_client *c, bool upload)
+/* content_type: of the request body, or NULL for none. */
+static struct curl_slist *client__headers(const struct mf_client *c, const char *content_type)
 {
     struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
-    if (upload)
-        h = curl_slist_append(h, "Content-Type: application/octet-stream");
+    if (content_type) {
+        char *line = mf_xasprintf("Content-Type: %s", content_type);
+        h = curl_slist_append(h, line);
+        free(line);
+    }
     if (c->auth)
         h = curl_slist_append(h, c->auth);
     if (!h)
@@ -267,21 +271,49 @@ static void client__headers_free(struct curl_slist *h)
     curl_slist_free_all(h);
 }
 
+/* Sends the request the caller set up on the handle (curl_easy_reset, then the
+ * method's options) to base+path and frees what it made for it. */
+static enum mf_err client__request(struct mf_client *c, struct xfer *x, const char *path,
+                                   const char *content_type, struct mf_client_resp *resp,
+                                   struct mf_diag *diag)
+{
+    mf_buf_init(&x->body, MF_CLIENT_MAX_BODY);
+    char *url = mf_xasprintf("%s%s", c->base, path);
+    struct curl_slist *hdr = client__headers(c, content_type);
+    enum mf_err err = client__perform(c, x, url, hdr, resp, diag);
+    client__headers_free(hdr);
+    mf_buf_free(&x->body);
+    free(url);
+    return err;
+}
+
 enum mf_err mf_client_get(struct mf_client *c, const char *path, struct mf_client_resp *resp,
                           struct mf_diag *diag)
 {
     struct xfer x = {.fd = -1};
-    mf_buf_init(&x.body, MF_CLIENT_MAX_BODY);
     memset(resp, 0, sizeof *resp);
-    char *url = mf_xasprintf("%s%s", c->base, path);
-    struct curl_slist *hdr = client__headers(c, false);
     curl_easy_reset(c->curl);
     curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, (long)MF_CLIENT_GET_S);
-    enum mf_err err = client__perform(c, &x, url, hdr, resp, diag);
-    client__headers_free(hdr);
-    mf_buf_free(&x.body);
-    free(url);
+    return client__request(c, &x, path, NULL, resp, diag);
+}
+
+enum mf_err mf_client_post_json(struct mf_client *c, const char *path, const json_t *body,
+                                struct mf_client_resp *resp, struct mf_diag *diag)
+{
+    struct xfer x = {.fd = -1};
+    memset(resp, 0, sizeof *resp);
+    char *data = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    MF_ASSERT(data != NULL); /* body is an object or an array */
+    CURL *curl = c->curl;
+    curl_easy_reset(curl);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, data);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(data));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)MF_CLIENT_GET_S);
+    enum mf_err err = client__request(c, &x, path, "application/json", resp, diag);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL); /* the handle outlives data */
+    free(data);
     return err;
 }
 
@@ -313,9 +345,6 @@ enum mf_err mf_client_post_file(struct mf_client *c, const char *path, const cha
         return err;
     }
     x.size = (uint64_t)st.st_size;
-    mf_buf_init(&x.body, MF_CLIENT_MAX_BODY);
-    char *url = mf_xasprintf("%s%s", c->base, path);
-    struct curl_slist *hdr = client__headers(c, true);
     CURL *curl = c->curl;
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
@@ -331,10 +360,7 @@ enum mf_err mf_client_post_file(struct mf_client *c, const char *path, const cha
         curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, client__xferinfo);
         curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &x);
     }
-    err = client__perform(c, &x, url, hdr, resp, diag);
-    client__headers_free(hdr);
-    mf_buf_free(&x.body);
-    free(url);
+    err = client__request(c, &x, path, "application/octet-stream", resp, diag);
     close(x.fd);
     return err;
 }

@@ -14,7 +14,7 @@
 
 #define MF_CLIENT_MAX_BODY  (32u << 20) /* largest response body accepted */
 #define MF_CLIENT_CONNECT_S 10          /* connect timeout, seconds */
-#define MF_CLIENT_GET_S     120         /* total timeout of a GET, seconds */
+#define MF_CLIENT_GET_S     120         /* total timeout of a GET or JSON POST, seconds */
 /* Uploads have no total timeout; they fail below LOW_SPEED bytes/s for LOW_TIME s
  * (long enough for the server to verify a large package after the last byte). */
 #define MF_CLIENT_LOW_SPEED 1024
@@ -54,6 +54,12 @@ void mf_client_free(struct mf_client *c);
  * failure). resp is filled in every case (free with mf_client_resp_free). */
 MF_MUST_CHECK enum mf_err mf_client_get(struct mf_client *c, const char *path,
                                         struct mf_client_resp *resp, struct mf_diag *diag);
+
+/* POST body (borrowed: a JSON object or array) to base+path as
+ * application/json. Same results and timeout as mf_client_get. */
+MF_MUST_CHECK enum mf_err mf_client_post_json(struct mf_client *c, const char *path,
+                                              const json_t *body, struct mf_client_resp *resp,
+                                              struct mf_diag *diag);
 
 /* POST the file at `file` to base+path as application/octet-stream with its
  * Content-Length, streamed from disk; progress (may be NULL) is called as

@@ -1,14 +1,11 @@
 /* cmd_remote.c — `modelfleet push | models | devices | fleet`: the commands
- * that talk to modelfleet-server's HTTP API (docs/api.md) through mf_client.
- * Server URL and token come from --url/--token, else MODELFLEET_URL /
- * MODELFLEET_TOKEN, else the config file ($XDG_CONFIG_HOME/modelfleet/config,
- * keys `url` and `token`). People get aligned tables, scripts get the server's
- * JSON with --json. The token is never printed. */
+ * that talk to modelfleet-server's HTTP API (docs/api.md) through mf_client;
+ * the server, the token and the failure hints are remote.h's. People get
+ * aligned tables, scripts get the server's JSON with --json. The token is
+ * never printed. */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,88 +14,24 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/remote.h"
 #include "common/buf.h"
 #include "common/clock.h"
-#include "common/config.h"
 #include "common/mem.h"
 
-#define DEFAULT_URL "http://127.0.0.1:8080"
-
-/* ---- where the server and the token come from ---- */
-
-struct remote_file {
-    char *url;
-    char *token;
-};
-
-#define RF(f) offsetof(struct remote_file, f)
-static const struct mf_cfg_key remote_keys[] = {
-    {"url", MF_CFG_STR, RF(url), NULL, 0, 0, "server base URL, e.g. http://127.0.0.1:8080"},
-    {"token", MF_CFG_STR, RF(token), NULL, 0, 0, "API token (mft_...)"},
-    {NULL, 0, 0, NULL, 0, 0, NULL},
-};
-
-/* Options every remote command takes. */
-struct remote_opts {
-    const char *url;   /* --url */
-    const char *token; /* --token */
-    bool json;
-};
-
-/* What was resolved, for messages (never the token itself). */
-struct remote {
-    struct mf_client client;
-    const char *cmd;
-    char *config_path;      /* owned; NULL when no home directory is known */
-    const char *token_from; /* "--token", "MODELFLEET_TOKEN", the config path, or NULL */
-    const char *url_from;
-};
-
-enum { OPT_URL = 1000, OPT_TOKEN, OPT_JSON, OPT_HELP };
-#define REMOTE_LONGOPTS                                                                            \
-    {"url", required_argument, NULL, OPT_URL}, {"token", required_argument, NULL, OPT_TOKEN},      \
-        {"json", no_argument, NULL, OPT_JSON},                                                     \
-    {                                                                                              \
-        "help", no_argument, NULL, 'h'                                                             \
-    }
-
-#define REMOTE_HELP                                                                                \
-    "\nserver: --url URL, else $MODELFLEET_URL, else 'url = ...' in the config file,\n"            \
-    "        else " DEFAULT_URL "\n"                                                               \
-    "token:  --token TOKEN, else $MODELFLEET_TOKEN, else 'token = ...' in the config file\n"       \
-    "config: $XDG_CONFIG_HOME/modelfleet/config (default ~/.config/modelfleet/config)\n"           \
-    "--json prints the server's JSON instead of a table.\n"                                        \
-    "exit codes: 0 success, 1 failed (server unreachable or refused), 2 usage error\n"
-
-/* Handles an option common to all remote commands; false if c is not one. */
-static bool remote__opt(int c, struct remote_opts *o)
-{
-    switch (c) {
-    case OPT_URL:
-        o->url = optarg;
-        return true;
-    case OPT_TOKEN:
-        o->token = optarg;
-        return true;
-    case OPT_JSON:
-        o->json = true;
-        return true;
-    default:
-        return false;
-    }
-}
+#define REMOTE_HELP MF_REMOTE_HELP_WHERE MF_REMOTE_HELP_JSON MF_REMOTE_HELP_EXIT
 
 /* Parses the shared options of a command that has none of its own; prints
  * `help` for -h/--help. Returns -1 to go on (optind at the first operand),
  * otherwise the exit code. */
 static int remote__args(const char *cmd, int argc, char **argv, const char *help,
-                        struct remote_opts *o)
+                        struct mf_remote_opts *o)
 {
-    static const struct option opts[] = {REMOTE_LONGOPTS, {0}};
+    static const struct option opts[] = {MF_REMOTE_LONGOPTS, {0}};
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (remote__opt(c, o))
+        if (mf_remote_opt(c, o))
             continue;
         if (c == 'h') {
             fputs(help, stdout);
@@ -109,164 +42,7 @@ static int remote__args(const char *cmd, int argc, char **argv, const char *help
     return -1;
 }
 
-static char *remote__config_path(void)
-{
-    const char *xdg = getenv("XDG_CONFIG_HOME");
-    if (xdg && *xdg == '/')
-        return mf_xasprintf("%s/modelfleet/config", xdg);
-    const char *home = getenv("HOME");
-    if (home && *home)
-        return mf_xasprintf("%s/.config/modelfleet/config", home);
-    return NULL;
-}
-
-static const char *remote__env(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-/* One line on stderr: "modelfleet <cmd>: <what>[; <hint>]". */
-static int remote__fail(const struct remote *r, const struct mf_diag *diag, const char *hint_fmt,
-                        ...) MF_PRINTF(3, 4);
-static int remote__fail(const struct remote *r, const struct mf_diag *diag, const char *hint_fmt,
-                        ...)
-{
-    char line[MF_DIAG_STR_MAX];
-    fprintf(stderr, "modelfleet %s: %s", r->cmd, mf_diag_str(diag, line, sizeof line));
-    if (hint_fmt) {
-        va_list ap;
-        fputs("; ", stderr);
-        va_start(ap, hint_fmt);
-        vfprintf(stderr, hint_fmt, ap);
-        va_end(ap);
-    }
-    fputc('\n', stderr);
-    return MF_EXIT_FAIL;
-}
-
-/* Resolves URL and token (flags > environment > config file) and prepares the
- * client. Returns MF_EXIT_OK or the exit code to return. */
-static int remote__open(struct remote *r, const char *cmd, const struct remote_opts *o)
-{
-    struct remote_file file;
-    struct mf_diag diag = {0};
-    struct stat st;
-    int rc = MF_EXIT_FAIL;
-    memset(r, 0, sizeof *r);
-    r->cmd = cmd;
-    r->config_path = remote__config_path();
-    mf_cfg_defaults(remote_keys, &file);
-    if (r->config_path && stat(r->config_path, &st) == 0) {
-        if (mf_cfg_load(remote_keys, &file, r->config_path, &diag) != MF_OK) {
-            rc = mf_cli_fail(cmd, &diag);
-            goto out;
-        }
-    } else if (r->config_path && errno != ENOENT && errno != ENOTDIR) {
-        mf_diag_errno(&diag, errno, r->config_path, "cannot read the config file");
-        rc = mf_cli_fail(cmd, &diag);
-        goto out;
-    }
-    const char *url = DEFAULT_URL, *token = NULL;
-    r->url_from = "the default";
-    if (o->url)
-        url = o->url, r->url_from = "--url";
-    else if (remote__env("MODELFLEET_URL"))
-        url = remote__env("MODELFLEET_URL"), r->url_from = "MODELFLEET_URL";
-    else if (file.url && *file.url)
-        url = file.url, r->url_from = r->config_path;
-    if (o->token)
-        token = o->token, r->token_from = "--token";
-    else if (remote__env("MODELFLEET_TOKEN"))
-        token = remote__env("MODELFLEET_TOKEN"), r->token_from = "MODELFLEET_TOKEN";
-    else if (file.token && *file.token)
-        token = file.token, r->token_from = r->config_path;
-    if (token && strpbrk(token, "\r\n")) {
-        rc = mf_cli_usage_error(cmd, "the token from %s contains a line break", r->token_from);
-        goto out;
-    }
-    if (mf_client_init(&r->client, url, token, &diag) != MF_OK) {
-        rc = diag.err == MF_ERR_USAGE
-                 ? mf_cli_usage_error(cmd, "%s (from %s)", diag.what, r->url_from)
-                 : mf_cli_fail(cmd, &diag);
-        goto out;
-    }
-    rc = MF_EXIT_OK;
-out:
-    if (file.token)
-        sodium_memzero(file.token, strlen(file.token));
-    mf_cfg_free(remote_keys, &file);
-    if (rc != MF_EXIT_OK) {
-        mf_client_free(&r->client);
-        free(r->config_path);
-        r->config_path = NULL;
-    }
-    return rc;
-}
-
-static void remote__close(struct remote *r)
-{
-    mf_client_free(&r->client);
-    free(r->config_path);
-    r->config_path = NULL;
-}
-
-/* Reports a failed request with a hint for the usual causes. */
-static int remote__failed(const struct remote *r, const struct mf_client_resp *resp,
-                          const struct mf_diag *diag, const char *role)
-{
-    const char *cfg = r->config_path ? r->config_path : "~/.config/modelfleet/config";
-    if (resp->status == 0 && diag->err == MF_ERR_IO)
-        return remote__fail(r, diag,
-                            "is modelfleet-server running there? (server URL from %s; set it "
-                            "with --url, MODELFLEET_URL or 'url = ...' in %s)",
-                            r->url_from, cfg);
-    if (resp->status == 401 && !r->token_from)
-        return remote__fail(r, diag,
-                            "no API token given: use --token, MODELFLEET_TOKEN or 'token = ...' "
-                            "in %s",
-                            cfg);
-    if (resp->status == 401)
-        return remote__fail(r, diag, "the token from %s is unknown, revoked or expired",
-                            r->token_from);
-    if (resp->status == 403)
-        return remote__fail(r, diag, "this needs a token with role %s (token from %s)", role,
-                            r->token_from ? r->token_from : "nowhere");
-    return remote__fail(r, diag, NULL);
-}
-
-/* GET path; on failure reports and returns nonzero (the exit code). */
-static int remote__get(struct remote *r, const char *path, const char *role,
-                       struct mf_client_resp *resp)
-{
-    struct mf_diag diag = {0};
-    if (mf_client_get(&r->client, path, resp, &diag) == MF_OK)
-        return MF_EXIT_OK;
-    int rc = remote__failed(r, resp, &diag, role);
-    mf_client_resp_free(resp);
-    return rc;
-}
-
-static void print_json(const json_t *j)
-{
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(12));
-    putchar('\n');
-}
-
-/* ---- JSON field helpers: a missing field prints as "-" ---- */
-
-static const char *jstr(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s && *s ? s : "-";
-}
-
-static char *jint(const json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_integer(v) ? mf_xasprintf("%lld", (long long)json_integer_value(v))
-                              : mf_xstrdup("-");
-}
+/* ---- JSON fields: a missing one prints as "-" ---- */
 
 static char *human_size(json_int_t n)
 {
@@ -307,67 +83,9 @@ static char *variant_name(const json_t *pkg)
     if (v)
         return mf_xstrdup(v);
     char *hw = jjoin(json_object_get(pkg, "hardware"), ",");
-    char *out = mf_xasprintf("%s:%s", jstr(pkg, "runtime"), hw);
+    char *out = mf_xasprintf("%s:%s", mf_jstr(pkg, "runtime"), hw);
     free(hw);
     return out;
-}
-
-/* ---- aligned tables, kubectl style ---- */
-
-struct table {
-    size_t ncol, nrow; /* nrow counts the header */
-    char **cell;       /* owned, nrow * ncol */
-};
-
-static void table_row(struct table *t, ...)
-{
-    va_list ap;
-    t->cell = mf_xreallocarray(t->cell, (t->nrow + 1) * t->ncol, sizeof *t->cell);
-    va_start(ap, t);
-    for (size_t i = 0; i < t->ncol; i++) {
-        const char *s = va_arg(ap, const char *);
-        t->cell[t->nrow * t->ncol + i] = mf_xstrdup(s ? s : "-");
-    }
-    va_end(ap);
-    t->nrow++;
-}
-
-/* Display width of UTF-8 text (continuation bytes do not count). */
-static size_t text_width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        w += ((unsigned char)*s & 0xC0) != 0x80;
-    return w;
-}
-
-static void table_print(struct table *t)
-{
-    size_t *w = mf_xcalloc(t->ncol, sizeof *w);
-    for (size_t r = 0; r < t->nrow; r++)
-        for (size_t c = 0; c < t->ncol; c++) {
-            size_t n = text_width(t->cell[r * t->ncol + c]);
-            w[c] = n > w[c] ? n : w[c];
-        }
-    for (size_t r = 0; r < t->nrow; r++) {
-        for (size_t c = 0; c < t->ncol; c++) {
-            const char *s = t->cell[r * t->ncol + c];
-            fputs(s, stdout);
-            if (c + 1 < t->ncol)
-                printf("%*s", (int)(w[c] - text_width(s) + 3), "");
-        }
-        putchar('\n');
-    }
-    free(w);
-}
-
-static void table_free(struct table *t)
-{
-    for (size_t i = 0; i < t->nrow * t->ncol; i++)
-        free(t->cell[i]);
-    free(t->cell);
-    t->cell = NULL;
-    t->nrow = 0;
 }
 
 /* ---- push ---- */
@@ -407,8 +125,8 @@ static int push__progress(void *arg, uint64_t sent, uint64_t total)
 
 int mf_cli_push(int argc, char **argv)
 {
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     struct mf_diag diag = {0};
     int rc =
@@ -435,7 +153,7 @@ int mf_cli_push(int argc, char **argv)
         mf_diag_set(&diag, MF_ERR_IO, path, "not a regular file");
         return mf_cli_fail("push", &diag);
     }
-    rc = remote__open(&r, "push", &o);
+    rc = mf_remote_open(&r, "push", &o);
     if (rc != MF_EXIT_OK)
         return rc;
     const char *base = strrchr(path, '/');
@@ -450,22 +168,22 @@ int mf_cli_push(int argc, char **argv)
         goto out;
     }
     if (err != MF_OK) {
-        rc = remote__failed(&r, &resp, &diag, "operator or admin");
+        rc = mf_remote_failed(&r, &resp, &diag, "operator or admin");
         goto out;
     }
     if (o.json) {
-        print_json(resp.body);
+        mf_remote_print_json(stdout, resp.body);
     } else {
         char *variant = variant_name(resp.body);
         printf("%s %s %s (%s) %s\n",
-               resp.status == 201 ? "pushed" : "already stored:", jstr(resp.body, "model"),
-               jstr(resp.body, "version"), variant, jstr(resp.body, "id"));
+               resp.status == 201 ? "pushed" : "already stored:", mf_jstr(resp.body, "model"),
+               mf_jstr(resp.body, "version"), variant, mf_jstr(resp.body, "id"));
         free(variant);
     }
     rc = MF_EXIT_OK;
 out:
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 
@@ -473,28 +191,28 @@ out:
 
 static void models__list(const json_t *body)
 {
-    struct table t = {.ncol = 4};
-    table_row(&t, "NAME", "VERSIONS", "LATEST", "UPDATED");
+    struct mf_table t = {.ncol = 4};
+    mf_table_row(&t, "NAME", "VERSIONS", "LATEST", "UPDATED");
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(body, "models"), i, m)
     {
-        char *n = jint(m, "versions");
-        table_row(&t, jstr(m, "name"), n, jstr(m, "latest"), jstr(m, "updated_at"));
-        free(n);
+        char n[32];
+        mf_table_row(&t, mf_jstr(m, "name"), mf_jint(n, sizeof n, m, "versions"),
+                     mf_jstr(m, "latest"), mf_jstr(m, "updated_at"));
     }
     if (t.nrow == 1)
         fprintf(stderr, "no models\n");
     else
-        table_print(&t);
-    table_free(&t);
+        mf_table_print(stdout, &t, "");
+    mf_table_free(&t);
 }
 
 /* One row per variant of every version. */
 static void models__one(const json_t *body)
 {
-    struct table t = {.ncol = 6};
-    table_row(&t, "VERSION", "VARIANT", "SIZE", "PUSHED", "BY", "ID");
+    struct mf_table t = {.ncol = 6};
+    mf_table_row(&t, "VERSION", "VARIANT", "SIZE", "PUSHED", "BY", "ID");
     size_t i, k;
     json_t *v, *p;
     json_array_foreach(json_object_get(body, "versions"), i, v)
@@ -503,15 +221,15 @@ static void models__one(const json_t *body)
         {
             char *variant = variant_name(p), *size = jsize(p, "size");
             char id[13];
-            snprintf(id, sizeof id, "%s", jstr(p, "id"));
-            table_row(&t, jstr(v, "version"), variant, size, jstr(v, "pushed_at"),
-                      jstr(v, "pushed_by"), id);
+            snprintf(id, sizeof id, "%s", mf_jstr(p, "id"));
+            mf_table_row(&t, mf_jstr(v, "version"), variant, size, mf_jstr(v, "pushed_at"),
+                         mf_jstr(v, "pushed_by"), id);
             free(variant);
             free(size);
         }
     }
-    table_print(&t);
-    table_free(&t);
+    mf_table_print(stdout, &t, "");
+    mf_table_free(&t);
 }
 
 static char *accept_line(const json_t *p)
@@ -533,7 +251,7 @@ static char *accept_line(const json_t *p)
             abort();
         free(s);
     }
-    if (ev && mf_buf_printf(&b, " (eval %s, n=%lld)", jstr(ev, "metric"),
+    if (ev && mf_buf_printf(&b, " (eval %s, n=%lld)", mf_jstr(ev, "metric"),
                             (long long)json_integer_value(json_object_get(ev, "n"))) != MF_OK)
         abort();
     char *s = (char *)mf_buf_steal(&b, NULL);
@@ -546,38 +264,38 @@ static void models__version(const json_t *body)
     json_t *variants = json_object_get(body, "variants");
     size_t n = json_array_size(variants), i;
     json_t *p;
-    printf("%s %s: %zu variant%s\n\n", jstr(body, "name"), jstr(body, "version"), n,
+    printf("%s %s: %zu variant%s\n\n", mf_jstr(body, "name"), mf_jstr(body, "version"), n,
            n == 1 ? "" : "s");
-    struct table t = {.ncol = 7};
-    table_row(&t, "VARIANT", "SIZE", "PUSHED", "BY", "SERVER-KEY", "PUBLISHER-KEY", "ID");
+    struct mf_table t = {.ncol = 7};
+    mf_table_row(&t, "VARIANT", "SIZE", "PUSHED", "BY", "SERVER-KEY", "PUBLISHER-KEY", "ID");
     json_array_foreach(variants, i, p)
     {
         char *variant = variant_name(p), *size = jsize(p, "size");
-        table_row(&t, variant, size, jstr(p, "pushed_at"), jstr(p, "pushed_by"),
-                  jstr(p, "server_key"), jstr(p, "publisher_key"), jstr(p, "id"));
+        mf_table_row(&t, variant, size, mf_jstr(p, "pushed_at"), mf_jstr(p, "pushed_by"),
+                     mf_jstr(p, "server_key"), mf_jstr(p, "publisher_key"), mf_jstr(p, "id"));
         free(variant);
         free(size);
     }
-    table_print(&t);
-    table_free(&t);
+    mf_table_print(stdout, &t, "");
+    mf_table_free(&t);
     putchar('\n');
     t.ncol = 2;
-    table_row(&t, "VARIANT", "ACCEPTS WHEN");
+    mf_table_row(&t, "VARIANT", "ACCEPTS WHEN");
     json_array_foreach(variants, i, p)
     {
         char *variant = variant_name(p), *acc = accept_line(p);
-        table_row(&t, variant, acc);
+        mf_table_row(&t, variant, acc);
         free(variant);
         free(acc);
     }
-    table_print(&t);
-    table_free(&t);
+    mf_table_print(stdout, &t, "");
+    mf_table_free(&t);
 }
 
 int mf_cli_models(int argc, char **argv)
 {
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     int rc = remote__args(
         "models", argc, argv,
@@ -593,7 +311,7 @@ int mf_cli_models(int argc, char **argv)
     int nargs = argc - optind;
     if (nargs > 2)
         return mf_cli_usage_error("models", "expected at most NAME and VERSION");
-    rc = remote__open(&r, "models", &o);
+    rc = mf_remote_open(&r, "models", &o);
     if (rc != MF_EXIT_OK)
         return rc;
     char *path;
@@ -610,12 +328,12 @@ int mf_cli_models(int argc, char **argv)
         }
         free(name);
     }
-    rc = remote__get(&r, path, "viewer", &resp);
+    rc = mf_remote_get(&r, path, "viewer", &resp);
     free(path);
     if (rc != MF_EXIT_OK)
         goto out;
     if (o.json)
-        print_json(resp.body);
+        mf_remote_print_json(stdout, resp.body);
     else if (nargs == 0)
         models__list(resp.body);
     else if (nargs == 1)
@@ -624,13 +342,13 @@ int mf_cli_models(int argc, char **argv)
         models__version(resp.body);
 out:
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 
 /* ---- devices ---- */
 
-static void devices__rows(struct table *t, const json_t *devices)
+static void devices__rows(struct mf_table *t, const json_t *devices)
 {
     size_t i, k;
     json_t *d, *m;
@@ -639,23 +357,15 @@ static void devices__rows(struct table *t, const json_t *devices)
         struct mf_buf models;
         mf_buf_init(&models, SIZE_MAX);
         json_array_foreach(json_object_get(d, "models"), k,
-                           m) if (mf_buf_printf(&models, "%s%s@%s", k ? "," : "", jstr(m, "name"),
-                                                jstr(m, "version")) != MF_OK) abort();
+                           m) if (mf_buf_printf(&models, "%s%s@%s", k ? "," : "",
+                                                mf_jstr(m, "name"), mf_jstr(m, "version")) != MF_OK)
+            abort();
         json_t *online = json_object_get(d, "online");
-        table_row(t, jstr(d, "id"), jstr(d, "hw_class"),
-                  json_is_boolean(online) ? (json_is_true(online) ? "yes" : "no") : "-",
-                  models.len ? (char *)models.data : "-", jstr(d, "last_seen"));
+        mf_table_row(t, mf_jstr(d, "id"), mf_jstr(d, "hw_class"),
+                     json_is_boolean(online) ? (json_is_true(online) ? "yes" : "no") : "-",
+                     models.len ? (char *)models.data : "-", mf_jstr(d, "last_seen"));
         mf_buf_free(&models);
     }
-}
-
-/* Appends "&key=escaped(value)" (or "?..." for the first). */
-static void query_add(struct mf_buf *q, const char *key, const char *value)
-{
-    char *e = mf_client_escape(value);
-    if (mf_buf_printf(q, "%s%s=%s", q->len ? "&" : "?", key, e) != MF_OK)
-        abort();
-    free(e);
 }
 
 int mf_cli_devices(int argc, char **argv)
@@ -670,7 +380,7 @@ int mf_cli_devices(int argc, char **argv)
         OPT_AFTER,
         OPT_ALL
     };
-    static const struct option opts[] = {REMOTE_LONGOPTS,
+    static const struct option opts[] = {MF_REMOTE_LONGOPTS,
                                          {"hw-class", required_argument, NULL, OPT_HW},
                                          {"model", required_argument, NULL, OPT_MODEL},
                                          {"version", required_argument, NULL, OPT_VERSION},
@@ -680,8 +390,8 @@ int mf_cli_devices(int argc, char **argv)
                                          {"after", required_argument, NULL, OPT_AFTER},
                                          {"all", no_argument, NULL, OPT_ALL},
                                          {0}};
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     const char *hw = NULL, *model = NULL, *version = NULL, *after = NULL, *online = NULL;
     long limit = 0;
@@ -690,7 +400,7 @@ int mf_cli_devices(int argc, char **argv)
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
+        if (mf_remote_opt(c, &o))
             continue;
         switch (c) {
         case OPT_HW:
@@ -739,94 +449,57 @@ int mf_cli_devices(int argc, char **argv)
         return mf_cli_usage_error("devices", "unexpected argument '%s'", argv[optind]);
     if (version && !model)
         return mf_cli_usage_error("devices", "--version needs --model");
-    int rc = remote__open(&r, "devices", &o);
+    int rc = mf_remote_open(&r, "devices", &o);
     if (rc != MF_EXIT_OK)
         return rc;
     struct mf_buf query;
     mf_buf_init(&query, SIZE_MAX);
     if (hw)
-        query_add(&query, "hw_class", hw);
+        mf_remote_query_add(&query, "hw_class", hw);
     if (model)
-        query_add(&query, "model", model);
+        mf_remote_query_add(&query, "model", model);
     if (version)
-        query_add(&query, "version", version);
+        mf_remote_query_add(&query, "version", version);
     if (online)
-        query_add(&query, "online", online);
+        mf_remote_query_add(&query, "online", online);
     if (limit) {
         char n[24];
         snprintf(n, sizeof n, "%ld", limit);
-        query_add(&query, "limit", n);
+        mf_remote_query_add(&query, "limit", n);
     }
-    size_t fixed = query.len; /* everything but "after" */
-    json_t *devices = json_array();
-    char *cursor = after ? mf_xstrdup(after) : NULL;
-    struct table t = {.ncol = 5};
-    table_row(&t, "ID", "HW-CLASS", "ONLINE", "MODELS", "LAST-SEEN");
-    for (;;) {
-        query.len = fixed;
-        if (query.data)
-            query.data[fixed] = '\0';
-        if (cursor)
-            query_add(&query, "after", cursor);
-        char *path = mf_xasprintf("/devices%s", query.len ? (char *)query.data : "");
-        rc = remote__get(&r, path, "viewer", &resp);
-        free(path);
-        if (rc != MF_EXIT_OK)
-            goto out;
-        json_t *page = json_object_get(resp.body, "devices");
-        const char *next = json_string_value(json_object_get(resp.body, "next"));
-        if (!json_is_array(page)) {
-            fprintf(stderr, "modelfleet devices: the server's answer has no 'devices' list\n");
-            rc = MF_EXIT_FAIL;
-            goto out;
-        }
-        if (!all) {
-            if (o.json)
-                print_json(resp.body);
-            else
-                devices__rows(&t, page);
-            if (next)
-                fprintf(stderr, "more devices: use --after %s, or --all\n", next);
-            break;
-        }
-        json_array_extend(devices, page);
-        if (!next)
-            break;
-        if (cursor && strcmp(cursor, next) == 0) {
-            fprintf(stderr,
-                    "modelfleet devices: the server returned the same page twice "
-                    "(next = %s)\n",
-                    next);
-            rc = MF_EXIT_FAIL;
-            goto out;
-        }
-        free(cursor);
-        cursor = mf_xstrdup(next);
-        mf_client_resp_free(&resp);
-    }
+    struct mf_table t = {.ncol = 5};
+    mf_table_row(&t, "ID", "HW-CLASS", "ONLINE", "MODELS", "LAST-SEEN");
     if (all) {
-        if (o.json) {
+        json_t *devices = json_array();
+        rc = mf_remote_get_all(&r, "/devices", &query, after, "devices", "viewer", devices);
+        if (rc == MF_EXIT_OK && o.json) {
             json_t *j = json_pack("{s:O, s:n}", "devices", devices, "next");
-            print_json(j);
+            mf_remote_print_json(stdout, j);
             json_decref(j);
-        } else {
+        } else if (rc == MF_EXIT_OK) {
             devices__rows(&t, devices);
         }
+        json_decref(devices);
+    } else {
+        rc = mf_remote_get_page(&r, "/devices", &query, after, "devices", "viewer", &resp);
+        const char *next = json_string_value(json_object_get(resp.body, "next"));
+        if (rc == MF_EXIT_OK && o.json)
+            mf_remote_print_json(stdout, resp.body);
+        else if (rc == MF_EXIT_OK)
+            devices__rows(&t, json_object_get(resp.body, "devices"));
+        if (rc == MF_EXIT_OK && next)
+            fprintf(stderr, "more devices: use --after %s, or --all\n", next);
     }
-    if (!o.json) {
+    if (rc == MF_EXIT_OK && !o.json) {
         if (t.nrow == 1)
             fprintf(stderr, "no devices\n");
         else
-            table_print(&t);
+            mf_table_print(stdout, &t, "");
     }
-    rc = MF_EXIT_OK;
-out:
-    table_free(&t);
-    free(cursor);
-    json_decref(devices);
+    mf_table_free(&t);
     mf_buf_free(&query);
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 
@@ -885,26 +558,27 @@ static void fleet__print(const json_t *body)
     }
     qsort(v, n, sizeof *v, group_cmp);
     if (n) {
-        struct table t = {.ncol = 6};
-        table_row(&t, "HW-CLASS", "MODEL", "VERSION", "ONLINE", "OFFLINE", "DEVICES");
+        struct mf_table t = {.ncol = 6};
+        mf_table_row(&t, "HW-CLASS", "MODEL", "VERSION", "ONLINE", "OFFLINE", "DEVICES");
         for (i = 0; i < n; i++) {
             char on[24], off[24], all[24];
             snprintf(on, sizeof on, "%lld", v[i].online);
             snprintf(off, sizeof off, "%lld", v[i].offline);
             snprintf(all, sizeof all, "%lld", v[i].online + v[i].offline);
-            table_row(&t, v[i].hw, v[i].model ? v[i].model : "(none)", v[i].version, on, off, all);
+            mf_table_row(&t, v[i].hw, v[i].model ? v[i].model : "(none)", v[i].version, on, off,
+                         all);
         }
         putchar('\n');
-        table_print(&t);
-        table_free(&t);
+        mf_table_print(stdout, &t, "");
+        mf_table_free(&t);
     }
     free(v);
 }
 
 int mf_cli_fleet(int argc, char **argv)
 {
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     int rc =
         remote__args("fleet", argc, argv,
@@ -918,17 +592,17 @@ int mf_cli_fleet(int argc, char **argv)
         return rc;
     if (optind != argc)
         return mf_cli_usage_error("fleet", "unexpected argument '%s'", argv[optind]);
-    rc = remote__open(&r, "fleet", &o);
+    rc = mf_remote_open(&r, "fleet", &o);
     if (rc != MF_EXIT_OK)
         return rc;
-    rc = remote__get(&r, "/fleet/summary", "viewer", &resp);
+    rc = mf_remote_get(&r, "/fleet/summary", "viewer", &resp);
     if (rc == MF_EXIT_OK) {
         if (o.json)
-            print_json(resp.body);
+            mf_remote_print_json(stdout, resp.body);
         else
             fleet__print(resp.body);
     }
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }

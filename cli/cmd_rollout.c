@@ -4,7 +4,7 @@
  * --plan file and flags (a flag wins over the file) and POSTs it; `status`
  * shows a rollout's stages with the gate evidence of every class and the
  * device counts, and with --watch redraws until the rollout is over. Server
- * URL and token are found as for the other remote commands (cmd_remote.c);
+ * URL and token are found as for the other remote commands (remote.h);
  * people get tables, scripts get the server's JSON with --json. Stages are
  * numbered from 1 on screen; the API counts them from 0. */
 #include <errno.h>
@@ -12,278 +12,22 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
-#include <sodium.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/remote.h"
 #include "common/buf.h"
-#include "common/config.h"
 #include "common/mem.h"
 
-#define DEFAULT_URL "http://127.0.0.1:8080"
-
-/* ---- server and token (the same lookup as cmd_remote.c) ---- */
-
-struct remote_file {
-    char *url;
-    char *token;
-};
-
-#define RF(f) offsetof(struct remote_file, f)
-static const struct mf_cfg_key remote_keys[] = {
-    {"url", MF_CFG_STR, RF(url), NULL, 0, 0, "server base URL, e.g. http://127.0.0.1:8080"},
-    {"token", MF_CFG_STR, RF(token), NULL, 0, 0, "API token (mft_...)"},
-    {NULL, 0, 0, NULL, 0, 0, NULL},
-};
-
-struct remote_opts {
-    const char *url;   /* --url */
-    const char *token; /* --token */
-    bool json;
-};
-
-struct remote {
-    struct mf_client client;
-    const char *cmd;        /* "rollout start", ... */
-    char *config_path;      /* owned; NULL when no home directory is known */
-    const char *token_from; /* "--token", "MODELFLEET_TOKEN", the config path, or NULL */
-    const char *url_from;
-};
-
-enum { OPT_URL = 1000, OPT_TOKEN, OPT_JSON };
-#define REMOTE_LONGOPTS                                                                            \
-    {"url", required_argument, NULL, OPT_URL}, {"token", required_argument, NULL, OPT_TOKEN},      \
-        {"json", no_argument, NULL, OPT_JSON},                                                     \
-    {                                                                                              \
-        "help", no_argument, NULL, 'h'                                                             \
-    }
-
-#define REMOTE_HELP                                                                                \
-    "\nserver: --url URL, else $MODELFLEET_URL, else 'url = ...' in the config file,\n"            \
-    "        else " DEFAULT_URL "\n"                                                               \
-    "token:  --token TOKEN, else $MODELFLEET_TOKEN, else 'token = ...' in the config file\n"       \
-    "config: $XDG_CONFIG_HOME/modelfleet/config (default ~/.config/modelfleet/config)\n"           \
-    "exit codes: 0 success, 1 failed (server unreachable or refused), 2 usage error\n"
-
-static bool remote__opt(int c, struct remote_opts *o)
-{
-    switch (c) {
-    case OPT_URL:
-        o->url = optarg;
-        return true;
-    case OPT_TOKEN:
-        o->token = optarg;
-        return true;
-    case OPT_JSON:
-        o->json = true;
-        return true;
-    default:
-        return false;
-    }
-}
-
-static char *remote__config_path(void)
-{
-    const char *xdg = getenv("XDG_CONFIG_HOME");
-    if (xdg && *xdg == '/')
-        return mf_xasprintf("%s/modelfleet/config", xdg);
-    const char *home = getenv("HOME");
-    if (home && *home)
-        return mf_xasprintf("%s/.config/modelfleet/config", home);
-    return NULL;
-}
-
-static const char *remote__env(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
-static int remote__fail(const struct remote *r, const struct mf_diag *diag, const char *hint_fmt,
-                        ...) MF_PRINTF(3, 4);
-static int remote__fail(const struct remote *r, const struct mf_diag *diag, const char *hint_fmt,
-                        ...)
-{
-    char line[MF_DIAG_STR_MAX];
-    fprintf(stderr, "modelfleet %s: %s", r->cmd, mf_diag_str(diag, line, sizeof line));
-    if (hint_fmt) {
-        va_list ap;
-        fputs("; ", stderr);
-        va_start(ap, hint_fmt);
-        vfprintf(stderr, hint_fmt, ap);
-        va_end(ap);
-    }
-    fputc('\n', stderr);
-    return MF_EXIT_FAIL;
-}
-
-/* Resolves URL and token (flags > environment > config file) and prepares the
- * client. Returns MF_EXIT_OK or the exit code to return. */
-static int remote__open(struct remote *r, const char *cmd, const struct remote_opts *o)
-{
-    struct remote_file file;
-    struct mf_diag diag = {0};
-    struct stat st;
-    int rc = MF_EXIT_FAIL;
-    memset(r, 0, sizeof *r);
-    r->cmd = cmd;
-    r->config_path = remote__config_path();
-    mf_cfg_defaults(remote_keys, &file);
-    if (r->config_path && stat(r->config_path, &st) == 0) {
-        if (mf_cfg_load(remote_keys, &file, r->config_path, &diag) != MF_OK) {
-            rc = mf_cli_fail(cmd, &diag);
-            goto out;
-        }
-    } else if (r->config_path && errno != ENOENT && errno != ENOTDIR) {
-        mf_diag_errno(&diag, errno, r->config_path, "cannot read the config file");
-        rc = mf_cli_fail(cmd, &diag);
-        goto out;
-    }
-    const char *url = DEFAULT_URL, *token = NULL;
-    r->url_from = "the default";
-    if (o->url)
-        url = o->url, r->url_from = "--url";
-    else if (remote__env("MODELFLEET_URL"))
-        url = remote__env("MODELFLEET_URL"), r->url_from = "MODELFLEET_URL";
-    else if (file.url && *file.url)
-        url = file.url, r->url_from = r->config_path;
-    if (o->token)
-        token = o->token, r->token_from = "--token";
-    else if (remote__env("MODELFLEET_TOKEN"))
-        token = remote__env("MODELFLEET_TOKEN"), r->token_from = "MODELFLEET_TOKEN";
-    else if (file.token && *file.token)
-        token = file.token, r->token_from = r->config_path;
-    if (token && strpbrk(token, "\r\n")) {
-        rc = mf_cli_usage_error(cmd, "the token from %s contains a line break", r->token_from);
-        goto out;
-    }
-    if (mf_client_init(&r->client, url, token, &diag) != MF_OK) {
-        rc = diag.err == MF_ERR_USAGE
-                 ? mf_cli_usage_error(cmd, "%s (from %s)", diag.what, r->url_from)
-                 : mf_cli_fail(cmd, &diag);
-        goto out;
-    }
-    rc = MF_EXIT_OK;
-out:
-    if (file.token)
-        sodium_memzero(file.token, strlen(file.token));
-    mf_cfg_free(remote_keys, &file);
-    if (rc != MF_EXIT_OK) {
-        mf_client_free(&r->client);
-        free(r->config_path);
-        r->config_path = NULL;
-    }
-    return rc;
-}
-
-static void remote__close(struct remote *r)
-{
-    mf_client_free(&r->client);
-    free(r->config_path);
-    r->config_path = NULL;
-}
-
-/* Reports a failed request with a hint for the usual causes. */
-static int remote__failed(const struct remote *r, const struct mf_client_resp *resp,
-                          const struct mf_diag *diag, const char *role)
-{
-    const char *cfg = r->config_path ? r->config_path : "~/.config/modelfleet/config";
-    if (resp->status == 0 && diag->err == MF_ERR_IO)
-        return remote__fail(r, diag,
-                            "is modelfleet-server running there? (server URL from %s; set it "
-                            "with --url, MODELFLEET_URL or 'url = ...' in %s)",
-                            r->url_from, cfg);
-    if (resp->status == 401 && !r->token_from)
-        return remote__fail(r, diag,
-                            "no API token given: use --token, MODELFLEET_TOKEN or 'token = ...' "
-                            "in %s",
-                            cfg);
-    if (resp->status == 401)
-        return remote__fail(r, diag, "the token from %s is unknown, revoked or expired",
-                            r->token_from);
-    if (resp->status == 403)
-        return remote__fail(r, diag, "this needs a token with role %s (token from %s)", role,
-                            r->token_from ? r->token_from : "nowhere");
-    return remote__fail(r, diag, NULL);
-}
-
-static int remote__get(struct remote *r, const char *path, struct mf_client_resp *resp)
-{
-    struct mf_diag diag = {0};
-    if (mf_client_get(&r->client, path, resp, &diag) == MF_OK)
-        return MF_EXIT_OK;
-    int rc = remote__failed(r, resp, &diag, "viewer");
-    mf_client_resp_free(resp);
-    return rc;
-}
-
-/* POSTs body as JSON. mf_client only streams files, so the body goes through
- * an unlinked temporary file; the server reads a JSON body whatever its
- * Content-Type says. */
-static int remote__post(struct remote *r, const char *path, const json_t *body,
-                        struct mf_client_resp *resp)
-{
-    struct mf_diag diag = {0};
-    memset(resp, 0, sizeof *resp);
-    FILE *f = tmpfile();
-    if (!f) {
-        mf_diag_errno(&diag, errno, "", "cannot create a temporary file for the request body");
-        return mf_cli_fail(r->cmd, &diag);
-    }
-    if (json_dumpf(body, f, JSON_COMPACT | JSON_REAL_PRECISION(17)) != 0 || fflush(f) != 0) {
-        mf_diag_errno(&diag, errno, "", "cannot write the request body");
-        fclose(f);
-        return mf_cli_fail(r->cmd, &diag);
-    }
-    char fdpath[64];
-    snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fileno(f));
-    enum mf_err err = mf_client_post_file(&r->client, path, fdpath, NULL, NULL, resp, &diag);
-    fclose(f);
-    if (err == MF_OK)
-        return MF_EXIT_OK;
-    int rc = resp->status == 0 && diag.where[0] ? mf_cli_fail(r->cmd, &diag)
-                                                : remote__failed(r, resp, &diag, "operator");
-    mf_client_resp_free(resp);
-    return rc;
-}
+#define REMOTE_HELP MF_REMOTE_HELP_WHERE MF_REMOTE_HELP_EXIT
 
 /* ---- output helpers ---- */
-
-static void print_json(FILE *out, const json_t *j)
-{
-    json_dumpf(j, out, JSON_INDENT(2) | JSON_REAL_PRECISION(12));
-    fputc('\n', out);
-}
-
-/* A string field, or "-". */
-static const char *jstr(const json_t *o, const char *key)
-{
-    const char *s = json_string_value(json_object_get(o, key));
-    return s && *s ? s : "-";
-}
-
-static long long jll(const json_t *o, const char *key)
-{
-    return (long long)json_integer_value(json_object_get(o, key));
-}
-
-/* An integer field as text into buf, or "-". */
-static const char *jint(char *buf, size_t size, const json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v))
-        return "-";
-    snprintf(buf, size, "%lld", (long long)json_integer_value(v));
-    return buf;
-}
 
 /* How jnum formats a number. */
 enum num_style {
@@ -326,7 +70,7 @@ static void stage_of(char *buf, size_t size, const json_t *ro)
 {
     json_t *k = json_object_get(ro, "stage");
     long long n = json_is_integer(json_object_get(ro, "stages"))
-                      ? jll(ro, "stages")
+                      ? mf_jll(ro, "stages")
                       : (long long)json_array_size(json_object_get(ro, "stages"));
     if (json_is_integer(k))
         snprintf(buf, size, "%lld/%lld", (long long)json_integer_value(k) + 1, n);
@@ -337,72 +81,6 @@ static void stage_of(char *buf, size_t size, const json_t *ro)
 static bool status_live(const char *s)
 {
     return strcmp(s, "running") == 0 || strcmp(s, "paused") == 0 || strcmp(s, "watching") == 0;
-}
-
-/* Aligned tables, kubectl style. */
-struct table {
-    size_t ncol, nrow; /* nrow counts the header */
-    char **cell;       /* owned, nrow * ncol */
-};
-
-static void table_row(struct table *t, ...)
-{
-    va_list ap;
-    t->cell = mf_xreallocarray(t->cell, (t->nrow + 1) * t->ncol, sizeof *t->cell);
-    va_start(ap, t);
-    for (size_t i = 0; i < t->ncol; i++) {
-        const char *s = va_arg(ap, const char *);
-        t->cell[t->nrow * t->ncol + i] = mf_xstrdup(s ? s : "-");
-    }
-    va_end(ap);
-    t->nrow++;
-}
-
-static size_t text_width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        w += ((unsigned char)*s & 0xC0) != 0x80;
-    return w;
-}
-
-static void table_print(FILE *out, const struct table *t, const char *indent)
-{
-    size_t *w = mf_xcalloc(t->ncol, sizeof *w);
-    for (size_t r = 0; r < t->nrow; r++)
-        for (size_t c = 0; c < t->ncol; c++) {
-            size_t n = text_width(t->cell[r * t->ncol + c]);
-            w[c] = n > w[c] ? n : w[c];
-        }
-    for (size_t r = 0; r < t->nrow; r++) {
-        fputs(indent, out);
-        for (size_t c = 0; c < t->ncol; c++) {
-            const char *s = t->cell[r * t->ncol + c];
-            fputs(s, out);
-            if (c + 1 < t->ncol)
-                fprintf(out, "%*s", (int)(w[c] - text_width(s) + 3), "");
-        }
-        fputc('\n', out);
-    }
-    free(w);
-}
-
-static void table_free(struct table *t)
-{
-    for (size_t i = 0; i < t->nrow * t->ncol; i++)
-        free(t->cell[i]);
-    free(t->cell);
-    t->cell = NULL;
-    t->nrow = 0;
-}
-
-/* Appends "&key=escaped(value)" (or "?..." for the first). */
-static void query_add(struct mf_buf *q, const char *key, const char *value)
-{
-    char *e = mf_client_escape(value);
-    if (mf_buf_printf(q, "%s%s=%s", q->len ? "&" : "?", key, e) != MF_OK)
-        abort();
-    free(e);
 }
 
 /* getopt_long returned '?' (unknown option) or ':' (no value); optstrings
@@ -616,7 +294,7 @@ static char *classes_line(const json_t *classes, const char *sep)
     json_array_foreach(classes, i, c)
     {
         const char *name =
-            json_is_string(c) ? json_string_value(c) : jstr(c, "hw_class"); /* plan or summary */
+            json_is_string(c) ? json_string_value(c) : mf_jstr(c, "hw_class"); /* plan or summary */
         if (mf_buf_printf(&b, "%s%s", i ? sep : "", name) != MF_OK)
             abort();
     }
@@ -683,7 +361,7 @@ static int rollout_start(int argc, char **argv)
         O_P99,
         O_DRY,
     };
-    static const struct option opts[] = {REMOTE_LONGOPTS,
+    static const struct option opts[] = {MF_REMOTE_LONGOPTS,
                                          {"classes", required_argument, NULL, O_CLASSES},
                                          {"label", required_argument, NULL, O_LABEL},
                                          {"stages", required_argument, NULL, O_STAGES},
@@ -702,8 +380,8 @@ static int rollout_start(int argc, char **argv)
                                          {"max-p99-ratio", required_argument, NULL, O_P99},
                                          {"dry-run", no_argument, NULL, O_DRY},
                                          {0}};
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     struct stage_opts so = {0};
     json_t *plan = NULL, *classes = NULL, *labels = NULL, *stages = NULL, *gates = json_object();
@@ -713,7 +391,7 @@ static int rollout_start(int argc, char **argv)
     int rc = MF_EXIT_USAGE, c, longindex = 0;
     optind = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, &longindex)) != -1) {
-        if (remote__opt(c, &o))
+        if (mf_remote_opt(c, &o))
             continue;
         const char *gate = NULL;
         double x;
@@ -903,29 +581,30 @@ static int rollout_start(int argc, char **argv)
     if (has_watch)
         json_object_set_new(plan, "watch_s", json_integer(watch_s));
     if (dry) {
-        print_json(stdout, plan);
+        mf_remote_print_json(stdout, plan);
         rc = MF_EXIT_OK;
         goto out;
     }
-    if ((rc = remote__open(&r, cmd, &o)) != MF_EXIT_OK)
+    if ((rc = mf_remote_open(&r, cmd, &o)) != MF_EXIT_OK)
         goto out;
-    rc = remote__post(&r, "/rollouts", plan, &resp);
+    rc = mf_remote_post(&r, "/rollouts", plan, "operator", &resp);
     if (rc == MF_EXIT_OK) {
         if (o.json) {
-            print_json(stdout, resp.body);
+            mf_remote_print_json(stdout, resp.body);
         } else {
             const json_t *p = json_object_get(resp.body, "plan");
             char *cl = classes_line(json_object_get(p, "classes"), ", ");
             char *sl = stages_line(json_object_get(p, "stages"));
             printf("started rollout %lld: %s %s to %s in stages %s, on failure %s (%s)\n",
-                   jll(resp.body, "id"), jstr(resp.body, "model"), jstr(resp.body, "version"), cl,
-                   sl, jstr(p, "on_fail"), jstr(p, "scope"));
+                   mf_jll(resp.body, "id"), mf_jstr(resp.body, "model"),
+                   mf_jstr(resp.body, "version"), cl, sl, mf_jstr(p, "on_fail"),
+                   mf_jstr(p, "scope"));
             free(cl);
             free(sl);
         }
     }
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
 out:
     json_decref(plan);
     json_decref(classes);
@@ -941,43 +620,44 @@ out:
 static void status__stage(FILE *out, const json_t *st, size_t nstages)
 {
     const json_t *ev_list = json_object_get(st, "classes");
-    const char *status = jstr(st, "status");
-    fprintf(out, "\nstage %lld/%zu (%g%%): %s", jll(st, "stage") + 1, nstages,
+    const char *status = mf_jstr(st, "status");
+    fprintf(out, "\nstage %lld/%zu (%g%%): %s", mf_jll(st, "stage") + 1, nstages,
             json_number_value(json_object_get(st, "percent")), status);
     if (json_is_string(json_object_get(st, "started_at")))
-        fprintf(out, ", %s .. %s", jstr(st, "started_at"),
-                json_is_string(json_object_get(st, "ended_at")) ? jstr(st, "ended_at") : "now");
+        fprintf(out, ", %s .. %s", mf_jstr(st, "started_at"),
+                json_is_string(json_object_get(st, "ended_at")) ? mf_jstr(st, "ended_at") : "now");
     fputc('\n', out);
     const char *reason = json_string_value(json_object_get(st, "reason"));
     if (reason && *reason)
         fprintf(out, "  %s\n", reason);
     if (!json_array_size(ev_list))
         return;
-    struct table t = {.ncol = 14};
-    table_row(&t, "CLASS", "VERDICT", "TARGETED", "ASSIGNED", "ACTIVE", "REFUSED", "FAILED",
-              "REPORTS", "ACCURACY", "DROP", "UPPER", "P-WORSE", "P50x", "P99x");
+    struct mf_table t = {.ncol = 14};
+    mf_table_row(&t, "CLASS", "VERDICT", "TARGETED", "ASSIGNED", "ACTIVE", "REFUSED", "FAILED",
+                 "REPORTS", "ACCURACY", "DROP", "UPPER", "P-WORSE", "P50x", "P99x");
     size_t i;
     json_t *e;
     json_array_foreach(ev_list, i, e)
     {
         char b[6][32], acc[32], drop[32], up[32], p[32], p50[32], p99[32];
-        table_row(&t, jstr(e, "hw_class"), jstr(e, "verdict"), jint(b[0], 32, e, "targeted"),
-                  jint(b[1], 32, e, "assigned"), jint(b[2], 32, e, "active"),
-                  jint(b[3], 32, e, "refused"), jint(b[4], 32, e, "failed"),
-                  jint(b[5], 32, e, "reporting"), jnum(acc, 32, e, "accuracy", NUM_FIXED4, false),
-                  jnum(drop, 32, e, "drop", NUM_SIGNED4, false),
-                  jnum(up, 32, e, "drop_upper", NUM_SIGNED4, false),
-                  jnum(p, 32, e, "p_worse", NUM_SHORT, false),
-                  jnum(p50, 32, e, "p50_ratio", NUM_FIXED2, true),
-                  jnum(p99, 32, e, "p99_ratio", NUM_FIXED2, true));
+        mf_table_row(&t, mf_jstr(e, "hw_class"), mf_jstr(e, "verdict"),
+                     mf_jint(b[0], 32, e, "targeted"), mf_jint(b[1], 32, e, "assigned"),
+                     mf_jint(b[2], 32, e, "active"), mf_jint(b[3], 32, e, "refused"),
+                     mf_jint(b[4], 32, e, "failed"), mf_jint(b[5], 32, e, "reporting"),
+                     jnum(acc, 32, e, "accuracy", NUM_FIXED4, false),
+                     jnum(drop, 32, e, "drop", NUM_SIGNED4, false),
+                     jnum(up, 32, e, "drop_upper", NUM_SIGNED4, false),
+                     jnum(p, 32, e, "p_worse", NUM_SHORT, false),
+                     jnum(p50, 32, e, "p50_ratio", NUM_FIXED2, true),
+                     jnum(p99, 32, e, "p99_ratio", NUM_FIXED2, true));
     }
-    table_print(out, &t, "  ");
-    table_free(&t);
+    mf_table_print(out, &t, "  ");
+    mf_table_free(&t);
     json_array_foreach(ev_list, i, e)
     {
         const char *why = json_string_value(json_object_get(e, "reason"));
         if (why && *why)
-            fprintf(out, "  %s: %s\n", jstr(e, "hw_class"), why);
+            fprintf(out, "  %s: %s\n", mf_jstr(e, "hw_class"), why);
     }
 }
 
@@ -987,8 +667,8 @@ static const char *class_status(const json_t *ro, const char *hw)
     json_t *c;
     json_array_foreach(json_object_get(ro, "classes"), i, c)
     {
-        if (strcmp(jstr(c, "hw_class"), hw) == 0)
-            return jstr(c, "status");
+        if (strcmp(mf_jstr(c, "hw_class"), hw) == 0)
+            return mf_jstr(c, "status");
     }
     return "-";
 }
@@ -1000,8 +680,8 @@ static void status__render(FILE *out, const json_t *ro)
     stage_of(stage, sizeof stage, ro);
     const json_t *plan = json_object_get(ro, "plan");
     const char *reason = json_string_value(json_object_get(ro, "reason"));
-    fprintf(out, "rollout %lld: %s %s, %s, stage %s", jll(ro, "id"), jstr(ro, "model"),
-            jstr(ro, "version"), jstr(ro, "status"), stage);
+    fprintf(out, "rollout %lld: %s %s, %s, stage %s", mf_jll(ro, "id"), mf_jstr(ro, "model"),
+            mf_jstr(ro, "version"), mf_jstr(ro, "status"), stage);
     if (reason && *reason)
         fprintf(out, ": %s", reason);
     fputc('\n', out);
@@ -1016,10 +696,10 @@ static void status__render(FILE *out, const json_t *ro)
     {
         fprintf(out, "%s%s=%s", n++ ? "," : " labelled ", k, json_string_value(v));
     }
-    fprintf(out, "; stages %s; on failure %s (%s); started %s by %s", sl, jstr(plan, "on_fail"),
-            jstr(plan, "scope"), jstr(ro, "created_at"), jstr(ro, "created_by"));
+    fprintf(out, "; stages %s; on failure %s (%s); started %s by %s", sl, mf_jstr(plan, "on_fail"),
+            mf_jstr(plan, "scope"), mf_jstr(ro, "created_at"), mf_jstr(ro, "created_by"));
     if (json_is_string(json_object_get(ro, "finished_at")))
-        fprintf(out, "; finished %s", jstr(ro, "finished_at"));
+        fprintf(out, "; finished %s", mf_jstr(ro, "finished_at"));
     if (json_is_true(json_object_get(ro, "rollback_pending")))
         fputs("; rollback in progress", out);
     fputc('\n', out);
@@ -1031,21 +711,21 @@ static void status__render(FILE *out, const json_t *ro)
     json_t *s;
     json_array_foreach(stages, i, s) status__stage(out, s, json_array_size(stages));
 
-    struct table t = {.ncol = 9};
-    table_row(&t, "CLASS", "STATUS", "TARGETED", "ASSIGNED", "ACTIVE", "REFUSED", "FAILED",
-              "ROLLED-BACK", "ONLINE");
+    struct mf_table t = {.ncol = 9};
+    mf_table_row(&t, "CLASS", "STATUS", "TARGETED", "ASSIGNED", "ACTIVE", "REFUSED", "FAILED",
+                 "ROLLED-BACK", "ONLINE");
     json_array_foreach(json_object_get(ro, "counts"), i, s)
     {
         char b[7][32];
-        table_row(&t, jstr(s, "hw_class"), class_status(ro, jstr(s, "hw_class")),
-                  jint(b[0], 32, s, "targeted"), jint(b[1], 32, s, "assigned"),
-                  jint(b[2], 32, s, "active"), jint(b[3], 32, s, "refused"),
-                  jint(b[4], 32, s, "failed"), jint(b[5], 32, s, "rolled_back"),
-                  jint(b[6], 32, s, "online"));
+        mf_table_row(&t, mf_jstr(s, "hw_class"), class_status(ro, mf_jstr(s, "hw_class")),
+                     mf_jint(b[0], 32, s, "targeted"), mf_jint(b[1], 32, s, "assigned"),
+                     mf_jint(b[2], 32, s, "active"), mf_jint(b[3], 32, s, "refused"),
+                     mf_jint(b[4], 32, s, "failed"), mf_jint(b[5], 32, s, "rolled_back"),
+                     mf_jint(b[6], 32, s, "online"));
     }
     fputs("\ndevices:\n", out);
-    table_print(out, &t, "  ");
-    table_free(&t);
+    mf_table_print(out, &t, "  ");
+    mf_table_free(&t);
 }
 
 /* One frame (the text or the JSON) in a string the caller frees. */
@@ -1057,7 +737,7 @@ static char *status__frame(const json_t *ro, bool json)
     if (!f)
         abort();
     if (json)
-        print_json(f, ro);
+        mf_remote_print_json(f, ro);
     else
         status__render(f, ro);
     if (fclose(f) != 0)
@@ -1085,12 +765,12 @@ static int rollout_status(int argc, char **argv)
 {
     static const char cmd[] = "rollout status";
     enum { O_WATCH = 1100, O_INTERVAL };
-    static const struct option opts[] = {REMOTE_LONGOPTS,
+    static const struct option opts[] = {MF_REMOTE_LONGOPTS,
                                          {"watch", no_argument, NULL, O_WATCH},
                                          {"interval", required_argument, NULL, O_INTERVAL},
                                          {0}};
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     bool watch = false, interval_given = false;
     double interval = 2;
@@ -1098,7 +778,7 @@ static int rollout_status(int argc, char **argv)
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, ":wh", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
+        if (mf_remote_opt(c, &o))
             continue;
         switch (c) {
         case 'w':
@@ -1140,7 +820,7 @@ static int rollout_status(int argc, char **argv)
         return mf_cli_usage_error(cmd, "'%s' is not a rollout id", argv[optind]);
     if (interval_given && !watch)
         return mf_cli_usage_error(cmd, "--interval needs --watch");
-    int rc = remote__open(&r, cmd, &o);
+    int rc = mf_remote_open(&r, cmd, &o);
     if (rc != MF_EXIT_OK)
         return rc;
     char *path = mf_xasprintf("/rollouts/%s", argv[optind]);
@@ -1153,12 +833,12 @@ static int rollout_status(int argc, char **argv)
     bool tty = isatty(STDOUT_FILENO);
     char *prev = NULL;
     for (;;) {
-        if ((rc = remote__get(&r, path, &resp)) != MF_EXIT_OK)
+        if ((rc = mf_remote_get(&r, path, "viewer", &resp)) != MF_EXIT_OK)
             break;
         if (status__interrupted)
             break;
         char *frame = status__frame(resp.body, o.json);
-        const char *st = jstr(resp.body, "status");
+        const char *st = mf_jstr(resp.body, "status");
         bool live = status_live(st);
         if (watch && tty) {
             /* home, clear, then the frame: a terminal shows only the latest */
@@ -1195,7 +875,7 @@ static int rollout_status(int argc, char **argv)
     free(prev);
     free(path);
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 
@@ -1209,8 +889,8 @@ static char *list__classes(const json_t *classes)
     json_t *c;
     json_array_foreach(classes, i, c)
     {
-        const char *st = jstr(c, "status");
-        if (mf_buf_printf(&b, "%s%s", i ? "," : "", jstr(c, "hw_class")) != MF_OK ||
+        const char *st = mf_jstr(c, "status");
+        if (mf_buf_printf(&b, "%s%s", i ? "," : "", mf_jstr(c, "hw_class")) != MF_OK ||
             (strcmp(st, "active") != 0 && mf_buf_printf(&b, "(%s)", st) != MF_OK))
             abort();
     }
@@ -1219,82 +899,23 @@ static char *list__classes(const json_t *classes)
     return out;
 }
 
-/* The cursor of a page: "next" as text (an id, number or string), or NULL. */
-static char *next_cursor(const json_t *body)
-{
-    json_t *n = json_object_get(body, "next");
-    if (json_is_integer(n))
-        return mf_xasprintf("%lld", (long long)json_integer_value(n));
-    if (json_is_string(n))
-        return mf_xstrdup(json_string_value(n));
-    return NULL;
-}
-
-/* GETs path + query (query gains "after" from page to page), following
- * `next` to the end, and appends every element of each page's array `key`
- * to all. Returns the exit code. */
-static int fetch_all(struct remote *r, const char *path, struct mf_buf *query, const char *key,
-                     json_t *all)
-{
-    struct mf_client_resp resp = {0};
-    size_t fixed = query->len; /* everything but "after" */
-    char *cursor = NULL;
-    int rc = MF_EXIT_OK;
-    for (;;) {
-        query->len = fixed;
-        if (query->data)
-            query->data[fixed] = '\0';
-        if (cursor)
-            query_add(query, "after", cursor);
-        char *url = mf_xasprintf("%s%s", path, query->len ? (char *)query->data : "");
-        rc = remote__get(r, url, &resp);
-        free(url);
-        if (rc != MF_EXIT_OK)
-            break;
-        json_t *page = json_object_get(resp.body, key);
-        if (!json_is_array(page)) {
-            fprintf(stderr, "modelfleet %s: the server's answer has no '%s' list\n", r->cmd, key);
-            rc = MF_EXIT_FAIL;
-            break;
-        }
-        size_t got = json_array_size(page);
-        json_array_extend(all, page);
-        char *next = next_cursor(resp.body);
-        mf_client_resp_free(&resp);
-        if (!next)
-            break;
-        if (!got || (cursor && strcmp(cursor, next) == 0)) {
-            fprintf(stderr, "modelfleet %s: the server's pages do not advance (next = %s)\n",
-                    r->cmd, next);
-            free(next);
-            rc = MF_EXIT_FAIL;
-            break;
-        }
-        free(cursor);
-        cursor = next;
-    }
-    free(cursor);
-    mf_client_resp_free(&resp);
-    return rc;
-}
-
 static int rollout_list(int argc, char **argv)
 {
     static const char cmd[] = "rollout list";
     static const char *const statuses[] = {"running", "paused",  "watching", "completed",
                                            "failed",  "aborted", "live",     NULL};
     enum { O_MODEL = 1100, O_STATUS };
-    static const struct option opts[] = {REMOTE_LONGOPTS,
+    static const struct option opts[] = {MF_REMOTE_LONGOPTS,
                                          {"model", required_argument, NULL, O_MODEL},
                                          {"status", required_argument, NULL, O_STATUS},
                                          {0}};
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     const char *model = NULL, *status = NULL;
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
+        if (mf_remote_opt(c, &o))
             continue;
         switch (c) {
         case O_MODEL:
@@ -1326,27 +947,27 @@ static int rollout_list(int argc, char **argv)
     }
     if (optind != argc)
         return mf_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    int rc = remote__open(&r, cmd, &o);
+    int rc = mf_remote_open(&r, cmd, &o);
     if (rc != MF_EXIT_OK)
         return rc;
     struct mf_buf query;
     mf_buf_init(&query, SIZE_MAX);
     if (model)
-        query_add(&query, "model", model);
+        mf_remote_query_add(&query, "model", model);
     if (status)
-        query_add(&query, "status", status);
+        mf_remote_query_add(&query, "status", status);
     json_t *all = json_array();
-    rc = fetch_all(&r, "/rollouts", &query, "rollouts", all);
+    rc = mf_remote_get_all(&r, "/rollouts", &query, NULL, "rollouts", "viewer", all);
     if (rc == MF_EXIT_OK && o.json) {
         json_t *j = json_pack("{s:O, s:n}", "rollouts", all, "next");
-        print_json(stdout, j);
+        mf_remote_print_json(stdout, j);
         json_decref(j);
     } else if (rc == MF_EXIT_OK && !json_array_size(all)) {
         fprintf(stderr, "no rollouts\n");
     } else if (rc == MF_EXIT_OK) {
-        struct table t = {.ncol = 9};
-        table_row(&t, "ID", "MODEL", "VERSION", "STATUS", "STAGE", "CLASSES", "BY", "CREATED",
-                  "REASON");
+        struct mf_table t = {.ncol = 9};
+        mf_table_row(&t, "ID", "MODEL", "VERSION", "STATUS", "STAGE", "CLASSES", "BY", "CREATED",
+                     "REASON");
         size_t i;
         json_t *ro;
         json_array_foreach(all, i, ro)
@@ -1354,17 +975,18 @@ static int rollout_list(int argc, char **argv)
             char id[32], stage[48];
             char *cl = list__classes(json_object_get(ro, "classes"));
             stage_of(stage, sizeof stage, ro);
-            table_row(&t, jint(id, sizeof id, ro, "id"), jstr(ro, "model"), jstr(ro, "version"),
-                      jstr(ro, "status"), stage, cl, jstr(ro, "created_by"), jstr(ro, "created_at"),
-                      jstr(ro, "reason"));
+            mf_table_row(&t, mf_jint(id, sizeof id, ro, "id"), mf_jstr(ro, "model"),
+                         mf_jstr(ro, "version"), mf_jstr(ro, "status"), stage, cl,
+                         mf_jstr(ro, "created_by"), mf_jstr(ro, "created_at"),
+                         mf_jstr(ro, "reason"));
             free(cl);
         }
-        table_print(stdout, &t, "");
-        table_free(&t);
+        mf_table_print(stdout, &t, "");
+        mf_table_free(&t);
     }
     json_decref(all);
     mf_buf_free(&query);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 
@@ -1374,7 +996,7 @@ static int rollout_action(const char *action, int argc, char **argv)
 {
     enum { O_ROLLBACK = 1100 };
     static const struct option opts[] = {
-        REMOTE_LONGOPTS, {"rollback", no_argument, NULL, O_ROLLBACK}, {0}};
+        MF_REMOTE_LONGOPTS, {"rollback", no_argument, NULL, O_ROLLBACK}, {0}};
     static const struct {
         const char *name, *help;
     } helps[] = {
@@ -1386,8 +1008,8 @@ static int rollout_action(const char *action, int argc, char **argv)
         {"abort", "Stops a live rollout for good. With --rollback every device that took the\n"
                   "candidate is sent back to the version it ran before; without it they stay."},
     };
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     struct mf_client_resp resp = {0};
     char cmd[32];
     bool abort_ = strcmp(action, "abort") == 0, rollback = false;
@@ -1395,7 +1017,7 @@ static int rollout_action(const char *action, int argc, char **argv)
     snprintf(cmd, sizeof cmd, "rollout %s", action);
     optind = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
+        if (mf_remote_opt(c, &o))
             continue;
         if (c == O_ROLLBACK && abort_) {
             rollback = true;
@@ -1418,28 +1040,28 @@ static int rollout_action(const char *action, int argc, char **argv)
         return mf_cli_usage_error(cmd, "expected one rollout ID");
     if (!parse_id(argv[optind]))
         return mf_cli_usage_error(cmd, "'%s' is not a rollout id", argv[optind]);
-    int rc = remote__open(&r, cmd, &o);
+    int rc = mf_remote_open(&r, cmd, &o);
     if (rc != MF_EXIT_OK)
         return rc;
     char *path = mf_xasprintf("/rollouts/%s/%s", argv[optind], action);
     json_t *body = abort_ ? json_pack("{s:b}", "rollback", rollback) : json_object();
-    rc = remote__post(&r, path, body, &resp);
+    rc = mf_remote_post(&r, path, body, "operator", &resp);
     if (rc == MF_EXIT_OK) {
         if (o.json) {
-            print_json(stdout, resp.body);
+            mf_remote_print_json(stdout, resp.body);
         } else {
             char stage[48];
             const char *reason = json_string_value(json_object_get(resp.body, "reason"));
             stage_of(stage, sizeof stage, resp.body);
-            printf("rollout %lld: %s, stage %s%s%s\n", jll(resp.body, "id"),
-                   jstr(resp.body, "status"), stage, reason && *reason ? ": " : "",
+            printf("rollout %lld: %s, stage %s%s%s\n", mf_jll(resp.body, "id"),
+                   mf_jstr(resp.body, "status"), stage, reason && *reason ? ": " : "",
                    reason ? reason : "");
         }
     }
     json_decref(body);
     free(path);
     mf_client_resp_free(&resp);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 
@@ -1451,17 +1073,17 @@ static int rollout_devices(int argc, char **argv)
     static const char *const outcomes[] = {"none",   "assigned",    "active", "refused",
                                            "failed", "rolled_back", NULL};
     enum { O_HW = 1100, O_OUTCOME };
-    static const struct option opts[] = {REMOTE_LONGOPTS,
+    static const struct option opts[] = {MF_REMOTE_LONGOPTS,
                                          {"hw-class", required_argument, NULL, O_HW},
                                          {"outcome", required_argument, NULL, O_OUTCOME},
                                          {0}};
-    struct remote_opts o = {0};
-    struct remote r;
+    struct mf_remote_opts o = {0};
+    struct mf_remote r;
     const char *hw = NULL, *outcome = NULL;
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (remote__opt(c, &o))
+        if (mf_remote_opt(c, &o))
             continue;
         switch (c) {
         case O_HW:
@@ -1496,28 +1118,28 @@ static int rollout_devices(int argc, char **argv)
         return mf_cli_usage_error(cmd, "expected one rollout ID");
     if (!parse_id(argv[optind]))
         return mf_cli_usage_error(cmd, "'%s' is not a rollout id", argv[optind]);
-    int rc = remote__open(&r, cmd, &o);
+    int rc = mf_remote_open(&r, cmd, &o);
     if (rc != MF_EXIT_OK)
         return rc;
     struct mf_buf query;
     mf_buf_init(&query, SIZE_MAX);
     if (hw)
-        query_add(&query, "hw_class", hw);
+        mf_remote_query_add(&query, "hw_class", hw);
     if (outcome)
-        query_add(&query, "outcome", outcome);
+        mf_remote_query_add(&query, "outcome", outcome);
     char *path = mf_xasprintf("/rollouts/%s/devices", argv[optind]);
     json_t *all = json_array();
-    rc = fetch_all(&r, path, &query, "devices", all);
+    rc = mf_remote_get_all(&r, path, &query, NULL, "devices", "viewer", all);
     if (rc == MF_EXIT_OK && o.json) {
         json_t *j = json_pack("{s:O, s:n}", "devices", all, "next");
-        print_json(stdout, j);
+        mf_remote_print_json(stdout, j);
         json_decref(j);
     } else if (rc == MF_EXIT_OK && !json_array_size(all)) {
         fprintf(stderr, "no devices\n");
     } else if (rc == MF_EXIT_OK) {
-        struct table t = {.ncol = 10};
-        table_row(&t, "DEVICE", "HW-CLASS", "ONLINE", "BUCKET", "STAGE", "OUTCOME", "FROM",
-                  "RUNNING", "ASSIGNED", "ROLLED-BACK");
+        struct mf_table t = {.ncol = 10};
+        mf_table_row(&t, "DEVICE", "HW-CLASS", "ONLINE", "BUCKET", "STAGE", "OUTCOME", "FROM",
+                     "RUNNING", "ASSIGNED", "ROLLED-BACK");
         size_t i;
         json_t *d;
         json_array_foreach(all, i, d)
@@ -1525,20 +1147,20 @@ static int rollout_devices(int argc, char **argv)
             char bucket[32], stage[32] = "-";
             json_t *online = json_object_get(d, "online");
             if (json_is_integer(json_object_get(d, "stage")))
-                snprintf(stage, sizeof stage, "%lld", jll(d, "stage") + 1);
-            table_row(&t, jstr(d, "id"), jstr(d, "hw_class"),
-                      json_is_boolean(online) ? (json_is_true(online) ? "yes" : "no") : "-",
-                      jnum(bucket, sizeof bucket, d, "bucket", NUM_FIXED4, false), stage,
-                      jstr(d, "outcome"), jstr(d, "from_version"), jstr(d, "running"),
-                      jstr(d, "assigned_at"), jstr(d, "rolled_back_at"));
+                snprintf(stage, sizeof stage, "%lld", mf_jll(d, "stage") + 1);
+            mf_table_row(&t, mf_jstr(d, "id"), mf_jstr(d, "hw_class"),
+                         json_is_boolean(online) ? (json_is_true(online) ? "yes" : "no") : "-",
+                         jnum(bucket, sizeof bucket, d, "bucket", NUM_FIXED4, false), stage,
+                         mf_jstr(d, "outcome"), mf_jstr(d, "from_version"), mf_jstr(d, "running"),
+                         mf_jstr(d, "assigned_at"), mf_jstr(d, "rolled_back_at"));
         }
-        table_print(stdout, &t, "");
-        table_free(&t);
+        mf_table_print(stdout, &t, "");
+        mf_table_free(&t);
     }
     json_decref(all);
     free(path);
     mf_buf_free(&query);
-    remote__close(&r);
+    mf_remote_close(&r);
     return rc;
 }
 

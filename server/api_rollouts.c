@@ -28,23 +28,21 @@
 
 /* ---- SQL ---------------------------------------------------------------- */
 
-/* A device's outcome in rollout `r`, for a row `rd` of rollout_devices (all
- * NULL when the device was not assigned): rolled back by the rollout; else
- * active when it runs the candidate or its latest outcome event for the
- * candidate says activated; else refused / failed by that event; else
- * assigned. */
+/* A device's outcome in rollout `r`, for its row `rd` of rollout_devices,
+ * `m` its device_models row for the rollout's model (or NULLs) and `ev.kind`
+ * its latest outcome event for the candidate (or NULL): rolled back by the
+ * rollout; else active when it runs the candidate or that event is an
+ * activation; else refused or failed by that event; else assigned. */
 #define RO_OUTCOME                                                                                 \
-    "CASE WHEN rd.device_id IS NULL THEN 'none'"                                                   \
-    " WHEN rd.rolled_back_at IS NOT NULL THEN 'rolled_back'"                                       \
-    " WHEN EXISTS (SELECT 1 FROM device_models m1 WHERE m1.device_id = rd.device_id"               \
-    " AND m1.model = r.model AND m1.version = r.version) THEN 'active'"                            \
-    " ELSE coalesce((SELECT CASE e.kind WHEN 'activated' THEN 'active'"                            \
-    " WHEN 'refused' THEN 'refused' ELSE 'failed' END FROM events e"                               \
-    " WHERE e.rollout_id = r.id AND e.device_id = rd.device_id AND e.version = r.version"          \
-    " AND e.kind IN ('activated', 'refused', 'download_failed', 'install_failed',"                 \
-    " 'benchmark_failed', 'desired_refused') ORDER BY e.id DESC LIMIT 1), 'assigned') END"
+    "CASE WHEN rd.rolled_back_at IS NOT NULL THEN 'rolled_back'"                                   \
+    " WHEN m.version = r.version OR ev.kind = 'activated' THEN 'active'"                           \
+    " WHEN ev.kind = 'refused' THEN 'refused' WHEN ev.kind IS NOT NULL THEN 'failed'"              \
+    " ELSE 'assigned' END"
 
-#define RO_LABELS "coalesce(r.plan->'labels', '{}'::jsonb)"
+/* The events that decide an outcome (see RO_OUTCOME), of the candidate. */
+#define RO_EVENT_KINDS                                                                             \
+    "e.rollout_id = r.id AND e.version = r.version AND e.kind IN ('activated', 'refused',"         \
+    " 'download_failed', 'install_failed', 'benchmark_failed', 'desired_refused')"
 
 /* The hardware classes of rollout `r` with their statuses, in plan order. */
 #define RO_CLASSES                                                                                 \
@@ -61,29 +59,6 @@
 #define RO_SUMMARY                                                                                 \
     "json_build_object(" RO_SUMMARY_FIELDS ", 'stages', jsonb_array_length(r.plan->'stages'))"
 
-/* Per class: the devices the plan selects (class and labels) plus any the
- * rollout assigned, counted by outcome. One pass over the class's devices. */
-#define RO_COUNTS                                                                                  \
-    "(SELECT coalesce(json_agg(json_build_object('hw_class', c.hw_class,"                          \
-    " 'targeted', coalesce(x.targeted, 0), 'assigned', coalesce(x.assigned, 0),"                   \
-    " 'active', coalesce(x.active, 0), 'refused', coalesce(x.refused, 0),"                         \
-    " 'failed', coalesce(x.failed, 0), 'rolled_back', coalesce(x.rolled_back, 0),"                 \
-    " 'online', coalesce(x.online, 0)) ORDER BY c.k), '[]'::json)"                                 \
-    " FROM unnest(r.classes) WITH ORDINALITY c(hw_class, k) LEFT JOIN ("                           \
-    "SELECT t.hw_class, count(*) FILTER (WHERE t.targeted) AS targeted,"                           \
-    " count(*) FILTER (WHERE t.outcome <> 'none') AS assigned,"                                    \
-    " count(*) FILTER (WHERE t.outcome = 'active') AS active,"                                     \
-    " count(*) FILTER (WHERE t.outcome = 'refused') AS refused,"                                   \
-    " count(*) FILTER (WHERE t.outcome = 'failed') AS failed,"                                     \
-    " count(*) FILTER (WHERE t.outcome = 'rolled_back') AS rolled_back,"                           \
-    " count(*) FILTER (WHERE t.targeted AND t.online) AS online"                                   \
-    " FROM (SELECT d.hw_class, d.online, d.labels @> " RO_LABELS " AS targeted,"                   \
-    " " RO_OUTCOME " AS outcome FROM devices d"                                                    \
-    " LEFT JOIN rollout_devices rd ON rd.rollout_id = r.id AND rd.device_id = d.id"                \
-    " WHERE d.hw_class = ANY (r.classes)"                                                          \
-    " AND (d.labels @> " RO_LABELS " OR rd.device_id IS NOT NULL)) t"                              \
-    " GROUP BY t.hw_class) x ON x.hw_class = c.hw_class)"
-
 /* The stage rows with the controller's decision (reason, per-class evidence). */
 #define RO_STAGES                                                                                  \
     "(SELECT coalesce(json_agg(json_build_object('stage', s.stage,"                                \
@@ -92,11 +67,36 @@
     " 'reason', s.decision->>'reason', 'classes', coalesce(s.decision->'classes', '[]'::jsonb))"   \
     " ORDER BY s.stage), '[]'::json) FROM rollout_stages s WHERE s.rollout_id = r.id)"
 
+/* The rollout object. Counts per class, set-based (one pass each): tg the
+ * devices the plan selects (class and labels), ev the latest outcome event
+ * of each device, oc the assigned devices by outcome. */
 static const char ro__sql_get[] =
-    "SELECT json_build_object(" RO_SUMMARY_FIELDS ", 'plan', r.plan,"
+    "WITH r AS (SELECT * FROM rollouts WHERE id = $1::bigint),"
+    " tg AS (SELECT d.hw_class, count(*) AS targeted, count(*) FILTER (WHERE d.online) AS online"
+    " FROM r JOIN devices d ON d.hw_class = ANY (r.classes)"
+    " AND d.labels @> coalesce(r.plan->'labels', '{}'::jsonb) GROUP BY d.hw_class),"
+    " ev AS (SELECT DISTINCT ON (e.device_id) e.device_id, e.kind FROM r JOIN events e "
+    "ON " RO_EVENT_KINDS " ORDER BY e.device_id DESC, e.id DESC),"
+    " oc AS (SELECT o.hw_class, count(*) AS assigned,"
+    " count(*) FILTER (WHERE o.outcome = 'active') AS active,"
+    " count(*) FILTER (WHERE o.outcome = 'refused') AS refused,"
+    " count(*) FILTER (WHERE o.outcome = 'failed') AS failed,"
+    " count(*) FILTER (WHERE o.outcome = 'rolled_back') AS rolled_back"
+    " FROM (SELECT d.hw_class, " RO_OUTCOME " AS outcome FROM r"
+    " JOIN rollout_devices rd ON rd.rollout_id = r.id JOIN devices d ON d.id = rd.device_id"
+    " LEFT JOIN device_models m ON m.device_id = rd.device_id AND m.model = r.model"
+    " LEFT JOIN ev ON ev.device_id = rd.device_id) o GROUP BY o.hw_class)"
+    " SELECT json_build_object(" RO_SUMMARY_FIELDS ", 'plan', r.plan,"
     " 'stage_started', mf_rfc3339(r.stage_started), 'watch_started', mf_rfc3339(r.watch_started),"
-    " 'rollback_pending', r.rollback_pending, 'counts', " RO_COUNTS ", 'stages', " RO_STAGES
-    ")::text FROM rollouts r WHERE r.id = $1::bigint";
+    " 'rollback_pending', r.rollback_pending,"
+    " 'counts', (SELECT coalesce(json_agg(json_build_object('hw_class', c.hw_class,"
+    " 'targeted', coalesce(tg.targeted, 0), 'assigned', coalesce(oc.assigned, 0),"
+    " 'active', coalesce(oc.active, 0), 'refused', coalesce(oc.refused, 0),"
+    " 'failed', coalesce(oc.failed, 0), 'rolled_back', coalesce(oc.rolled_back, 0),"
+    " 'online', coalesce(tg.online, 0)) ORDER BY c.k), '[]'::json)"
+    " FROM unnest(r.classes) WITH ORDINALITY c(hw_class, k)"
+    " LEFT JOIN tg ON tg.hw_class = c.hw_class LEFT JOIN oc ON oc.hw_class = c.hw_class),"
+    " 'stages', " RO_STAGES ")::text FROM r";
 
 /* Newest first; after = an id: the ids below it. $2: a status or 'live'. */
 static const char ro__sql_list[] =
@@ -126,6 +126,8 @@ static const char ro__sql_devices[] =
     " m.version AS running, rd.assigned_at, rd.rolled_back_at, " RO_OUTCOME " AS outcome"
     " FROM rollout_devices rd JOIN devices d ON d.id = rd.device_id"
     " LEFT JOIN device_models m ON m.device_id = d.id AND m.model = r.model"
+    " LEFT JOIN LATERAL (SELECT e.kind FROM events e WHERE " RO_EVENT_KINDS
+    " AND e.device_id = rd.device_id ORDER BY e.id DESC LIMIT 1) ev ON true"
     " WHERE rd.rollout_id = r.id AND ($2::text IS NULL OR d.hw_class = $2::text)"
     " AND ($4::text IS NULL OR d.id > $4::text)) y"
     " WHERE ($3::text IS NULL OR y.outcome = $3::text)"
@@ -583,7 +585,8 @@ static enum mf_err ro__apply(struct mf_db *db, enum ro_op op, const char *id, co
         if (stage + 1 < n_stages) {
             *to = "running";
             *new_stage = stage + 1;
-            snprintf(reason, sizeof reason, "promoted to stage %ld by %s", stage + 1, actor);
+            snprintf(reason, sizeof reason, "promoted to stage %ld/%ld by %s", stage + 2, n_stages,
+                     actor);
             sql_r = "UPDATE rollouts SET status = 'running', stage = stage + 1,"
                     " stage_started = now(), reason = $2::text, updated_at = now()"
                     " WHERE id = $1::bigint";

@@ -21,15 +21,15 @@ struct mf_server_config {
     uint64_t max_upload;
     uint64_t max_json_body;
     int64_t max_json_depth;
-    int64_t http_threads;       /* 0 = one per online CPU: see mf_server_http_threads() */
-    int64_t db_connect_timeout; /* seconds */
-    int64_t shutdown_timeout;   /* seconds to let requests finish on SIGTERM */
-    char *mqtt_broker;          /* host:port; "" = no telemetry ingest */
-    char *mqtt_client_id;       /* "" = modelfleet-server-<pid>, clean session */
-    char *mqtt_username;        /* "" = anonymous */
-    char *mqtt_password_file;   /* "" = no password */
-    int64_t ingest_batch;       /* messages per transaction */
-    int64_t ingest_queue;       /* bounded queue to the ingest writer */
+    int64_t http_threads;           /* 0 = one per online CPU: see mf_server_http_threads() */
+    int64_t db_connect_timeout;     /* seconds */
+    int64_t shutdown_timeout;       /* seconds to let requests finish on SIGTERM */
+    char *mqtt_broker;              /* host:port; "" = no telemetry ingest */
+    char *mqtt_client_id;           /* "" = modelfleet-server-<pid>, clean session */
+    char *mqtt_username;            /* "" = anonymous */
+    char *mqtt_password_file;       /* "" = no password */
+    int64_t ingest_batch;           /* messages per transaction */
+    int64_t ingest_queue;           /* bounded queue to the ingest writer */
     int64_t controller_interval_ms; /* rollout controller step period; 0 = none */
     char *log_level;
 };

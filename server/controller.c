@@ -61,6 +61,8 @@ struct mf_controller {
     size_t n_acked, cap_acked;
 
     int64_t last_fail_log;
+    bool loop_started;        /* controller thread only */
+    int64_t last_connect_log; /* ... */
 };
 
 /* ---- publisher callbacks (libmosquitto's thread) ---- */
@@ -200,14 +202,13 @@ static void ctl__snapshot_rows(struct snap *sn, const char *version)
             d->outcome = MF_ROLLOUT_DEV_NONE;
         else if (*PQgetvalue(r, row, 4) == 't')
             d->outcome = MF_ROLLOUT_DEV_ROLLED_BACK;
-        else if (kind && strcmp(kind, "activated") == 0)
-            d->outcome = MF_ROLLOUT_DEV_ACTIVE;
+        else if ((running && strcmp(running, version) == 0) ||
+                 (kind && strcmp(kind, "activated") == 0))
+            d->outcome = MF_ROLLOUT_DEV_ACTIVE; /* its state says so even if the event is lost */
         else if (kind && strcmp(kind, "refused") == 0)
             d->outcome = MF_ROLLOUT_DEV_REFUSED;
         else if (kind)
             d->outcome = MF_ROLLOUT_DEV_FAILED;
-        else if (running && strcmp(running, version) == 0)
-            d->outcome = MF_ROLLOUT_DEV_ACTIVE; /* its state says so (the event may be lost) */
         else
             d->outcome = MF_ROLLOUT_DEV_ASSIGNED;
         if (!PQgetisnull(r, row, 9) && d->outcome != MF_ROLLOUT_DEV_NONE) {
@@ -804,13 +805,38 @@ static void ctl__settle(struct mf_controller *c, struct mf_db *db)
     json_decref(done);
 }
 
+/* The first connection: libmosquitto's own thread reconnects a connection
+ * that was once started, but not one whose first attempt failed at once
+ * (connection refused), so that one is tried again every tick here. */
+static bool ctl__connect(struct mf_controller *c)
+{
+    if (c->loop_started)
+        return true;
+    int mrc = mosquitto_connect_async(c->mosq, c->host, c->port, CTL_KEEPALIVE);
+    if (mrc == MOSQ_ERR_SUCCESS)
+        mrc = mosquitto_loop_start(c->mosq);
+    if (mrc == MOSQ_ERR_SUCCESS) {
+        c->loop_started = true;
+        return true;
+    }
+    int64_t now = ctl__mono_s();
+    if (!c->last_connect_log || now - c->last_connect_log >= CTL_LOG_EVERY_S) {
+        c->last_connect_log = now;
+        mf_log(MF_LOG_WARN,
+               "controller: cannot connect to broker %s:%d (%s); desired states wait in the "
+               "outbox, retrying",
+               c->host, c->port, mrc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(mrc));
+    }
+    return false;
+}
+
 static void ctl__publish(struct mf_controller *c, struct mf_db *db)
 {
     struct mf_diag diag = {0};
     PGresult *res = NULL;
 
     ctl__settle(c, db);
-    if (!c->mosq || !atomic_load(&c->connected))
+    if (!c->mosq || !ctl__connect(c) || !atomic_load(&c->connected))
         return;
     if (mf_db_exec(db, sql_outbox, 0, NULL, &res, &diag) != MF_OK) {
         ctl__fail_log(c, "reading the outbox", &diag);
@@ -884,8 +910,10 @@ static void *ctl__main(void *arg)
 static void ctl__free(struct mf_controller *c)
 {
     if (c->mosq) {
-        (void)mosquitto_disconnect(c->mosq);
-        (void)mosquitto_loop_stop(c->mosq, false);
+        if (c->loop_started) {
+            (void)mosquitto_disconnect(c->mosq);
+            (void)mosquitto_loop_stop(c->mosq, false);
+        }
         mosquitto_destroy(c->mosq);
         mosquitto_lib_cleanup();
     }
@@ -928,17 +956,7 @@ enum mf_err mf_controller_start(struct mf_server *s, struct mf_controller **out,
         mosquitto_disconnect_callback_set(c->mosq, ctl__on_disconnect);
         mosquitto_publish_callback_set(c->mosq, ctl__on_publish);
         (void)mosquitto_reconnect_delay_set(c->mosq, 1, 30, true);
-        int mrc = mosquitto_connect_async(c->mosq, c->host, c->port, CTL_KEEPALIVE);
-        if (mrc != MOSQ_ERR_SUCCESS)
-            mf_log(MF_LOG_WARN, "controller: cannot connect to broker %s:%d yet (%s); retrying",
-                   c->host, c->port,
-                   mrc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(mrc));
-        mrc = mosquitto_loop_start(c->mosq);
-        if (mrc != MOSQ_ERR_SUCCESS) {
-            ctl__free(c);
-            return mf_diag_set(diag, MF_ERR_IO, "controller", "cannot start the MQTT thread: %s",
-                               mosquitto_strerror(mrc));
-        }
+        /* connected from the controller thread (ctl__connect) */
     } else {
         mf_log(MF_LOG_WARN, "controller: mqtt_broker is empty: desired states are written but "
                             "not published");

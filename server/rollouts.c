@@ -316,11 +316,11 @@ json_t *mf_plan_to_json(const struct mf_plan *pl)
         "max_failures", (json_int_t)g->max_failures, "max_crashes", (json_int_t)g->max_crashes,
         "min_accuracy", g->min_accuracy, "max_accuracy_drop", g->max_accuracy_drop, "alpha",
         g->alpha, "max_p50_ratio", g->max_p50_ratio, "max_p99_ratio", g->max_p99_ratio);
-    return json_pack("{s:s, s:s, s:o, s:O, s:o, s:o, s:s, s:s, s:I}", "model", p->model, "version",
+    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:s, s:s, s:I}", "model", p->model, "version",
                      p->version, "classes", classes, "labels",
-                     pl->labels ? pl->labels : json_object(), "stages", stages, "gates", gates,
-                     "on_fail", on_fail_names[p->on_fail], "scope", scope_names[p->scope],
-                     "watch_s", (json_int_t)p->watch_s);
+                     pl->labels ? json_incref(pl->labels) : json_object(), "stages", stages,
+                     "gates", gates, "on_fail", on_fail_names[p->on_fail], "scope",
+                     scope_names[p->scope], "watch_s", (json_int_t)p->watch_s);
 }
 
 void mf_plan_free(struct mf_plan *pl)

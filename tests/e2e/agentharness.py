@@ -13,7 +13,7 @@ SERVICES_DIR/services.env. What this file adds:
                a binary a script needs is not built.
   Agent        one `modelfleet-agent run` process: config file, log, SIGTERM
                / SIGKILL, `status --json`, CPU time.
-  Broker       a private mosquitto on its own loopback port (stop/start on
+  Broker       (from mfharness) a private mosquitto on its own loopback port (stop/start on
                the same port), for tests that take the broker away.
   Watch        a `mosquitto_sub -F %j` on a device's state/event/report/online
                topics, every message parsed and checked against the field
@@ -43,7 +43,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import mfharness  # noqa: E402
-from mfharness import Failure, check, free_port, run, terminate, wait_for  # noqa: E402,F401
+from mfharness import Broker, Failure, check, free_port, run, terminate, wait_for  # noqa: E402,F401
 
 SOURCE_DIR = mfharness.SOURCE_DIR
 FIXTURES = mfharness.FIXTURES
@@ -402,45 +402,6 @@ class Agent:
 # ---------------------------------------------------------------------------
 # A private broker
 # ---------------------------------------------------------------------------
-
-class Broker:
-    def __init__(self, suite, tag):
-        self.dir = suite.tmpdir(tag)
-        self.port = free_port()
-        self.proc = None
-        self.conf = os.path.join(self.dir, "mosquitto.conf")
-        with open(self.conf, "w") as f:
-            f.write("listener %d 127.0.0.1\nallow_anonymous true\n" % self.port)
-            # keep retained messages and persistent sessions across stop/start
-            f.write("persistence true\npersistence_location %s/\nautosave_interval 1\n" % self.dir)
-            f.write("log_dest file %s/mosquitto.log\n" % self.dir)
-            if os.getuid() == 0:
-                f.write("user root\n")
-
-    def start(self, timeout=10):
-        exe = os.environ.get("MF_MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = spawn([exe, "-c", self.conf], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            check(self.proc.poll() is None, "mosquitto exited with %s" % self.proc.returncode)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise Failure("mosquitto did not listen on %d" % self.port)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
 
 # ---------------------------------------------------------------------------
 # Watching a device's topics, checking every message against docs/protocol.md

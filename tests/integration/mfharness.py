@@ -565,6 +565,50 @@ def wait_for(fn, timeout, interval=0.05):
     return v
 
 
+class Broker:
+    """A private mosquitto on its own loopback port (stop/start on the same
+    port, retained messages and sessions kept), for tests that take the
+    broker away."""
+
+    def __init__(self, suite, tag):
+        self.dir = suite.tmpdir(tag)
+        self.port = free_port()
+        self.proc = None
+        self.conf = os.path.join(self.dir, "mosquitto.conf")
+        with open(self.conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous true\n" % self.port)
+            # keep retained messages and persistent sessions across stop/start
+            f.write("persistence true\npersistence_location %s/\nautosave_interval 1\n" % self.dir)
+            f.write("log_dest file %s/mosquitto.log\n" % self.dir)
+            if os.getuid() == 0:
+                f.write("user root\n")
+
+    def start(self, timeout=10):
+        exe = os.environ.get("MF_MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([exe, "-c", self.conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _live_servers.append(self.proc)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            check(self.proc.poll() is None, "mosquitto exited with %s" % self.proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise Failure("mosquitto did not listen on %d" % self.port)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
 @atexit.register
 def _kill_leftovers():
     for p in _live_servers:

@@ -307,7 +307,7 @@ def pause_resume_promote_change_the_status():
     check(ro["stage"] == 1 and [s["status"] for s in ro["stages"]] == ["promoted", "running", "pending"],
           "API after promote: stage %r, stages %r" % (ro["stage"], [s["status"] for s in ro["stages"]]))
     _, out, _ = cli("status", S.rid, code=0)
-    check(out.startswith("rollout %d: digits 1.1.0, running, stage 2/3: promoted to stage 1 by ci\n" % S.rid)
+    check(out.startswith("rollout %d: digits 1.1.0, running, stage 2/3: promoted to stage 2/3 by ci\n" % S.rid)
           or re.match(r"rollout %d: digits 1\.1\.0, running, stage 2/3: promoted" % S.rid, out),
           "status after promote: %r" % out.splitlines()[0])
     _, _, err = cli("abort", S.rid, token=S.viewer, code=1)

@@ -24,7 +24,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mfharness import Suite, check, expect, run  # noqa: E402
+from mfharness import Broker, Suite, check, expect, run  # noqa: E402
 
 S = Suite("controller")
 TAG = "ctl%d" % os.getpid()
@@ -397,6 +397,42 @@ def restart_resumes_mid_rollout():
     n = sql("SELECT count(*) FROM audit_log WHERE object = 'rollout/%d' AND action = "
             "'rollout.advance'" % rid)
     check(n == "1", "advanced exactly once across the restart: %s" % n)
+
+
+@S.case
+def broker_outage_loses_nothing():
+    """A server whose broker is down still decides and writes desired states;
+    they wait in the outbox and reach the broker once it is up."""
+    S.srv.stop()
+    private = Broker(S, "private-broker")  # not started yet: the broker is down
+    srv_b = S.server("server-b", db_url=S.srv.db_url, data_dir=S.srv.data_dir,
+                     signing_key=S.srv.signing_key, controller_interval_ms=200,
+                     mqtt_broker="127.0.0.1:%d" % private.port).start()
+    body = {"model": "digits", "version": "1.0.0",
+            "stages": [{"percent": 100, "min_devices": 0, "min_reporting": 1, "soak_s": 0,
+                        "timeout_s": 600}]}
+    rid = expect(srv_b.req("POST", "/rollouts", body, S.op), 201, what="create on B").json["id"]
+    wait_for("8 desired states written", lambda: sql(
+        "SELECT count(*) FROM desired_states d JOIN rollout_devices r ON r.device_id = d.device_id"
+        " AND r.rollout_id = %d WHERE d.rollout_id = %d AND d.published_at IS NULL" % (rid, rid))
+        == "8")
+    time.sleep(1)
+    check(sql("SELECT count(*) FROM desired_states WHERE rollout_id = %d"
+              " AND published_at IS NOT NULL" % rid) == "0", "nothing published without a broker")
+    private.start()
+    wait_for("the outbox published", lambda: sql(
+        "SELECT count(*) FROM desired_states WHERE rollout_id = %d"
+        " AND published_at IS NOT NULL" % rid) == "8", timeout=40)
+    dev = sorted(DEVS)[0]
+    p = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(private.port), "-t",
+                        topic(dev, "desired"), "-C", "1", "-W", "3", "--retained-only"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+    d = desired_models(p.stdout.decode())
+    check(d["rollout"] == rid and d["device"] == dev, "retained on the private broker: %r" % d)
+    expect(srv_b.req("POST", "/rollouts/%d/abort" % rid, {}, S.op), 200, what="abort")
+    srv_b.stop()
+    private.stop()
+    S.srv.start()
 
 
 @S.case
