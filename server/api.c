@@ -23,9 +23,6 @@
 #include "server/range.h"
 #include "server/store.h"
 
-#define API_LIMIT_DEFAULT 100
-#define API_LIMIT_MAX     1000
-
 /* Sends a store result: JSON text with `status`, or the error. */
 static void api__reply(struct mf_http_req *req, enum mf_err rc, unsigned status, char *json,
                        const struct mf_diag *diag)
@@ -35,41 +32,6 @@ static void api__reply(struct mf_http_req *req, enum mf_err rc, unsigned status,
     else
         mf_http_error_diag(req, diag);
     free(json);
-}
-
-/* limit and after query parameters; false (with a 400 set) when malformed. */
-static bool api__page(struct mf_http_req *req, int *limit)
-{
-    const char *s = mf_http_query(req, "limit");
-    char *end;
-    long v;
-
-    *limit = API_LIMIT_DEFAULT;
-    if (!s)
-        return true;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < 1 || v > API_LIMIT_MAX) {
-        mf_http_error(req, 400, "bad_request", "limit must be an integer from 1 to %d",
-                      API_LIMIT_MAX);
-        return false;
-    }
-    *limit = (int)v;
-    return true;
-}
-
-/* An optional name-shaped query parameter; false (400 set) when malformed. */
-static bool api__name_query(struct mf_http_req *req, const char *key, const char **out)
-{
-    *out = mf_http_query(req, key);
-    if (*out && !mf_pkg_name_ok(*out)) {
-        mf_http_error(req, 400, "bad_request",
-                      "%s must be 1-64 characters of [A-Za-z0-9._-] starting with a letter or "
-                      "digit",
-                      key);
-        return false;
-    }
-    return true;
 }
 
 static bool api__version_query(struct mf_http_req *req, const char **out)
@@ -266,7 +228,7 @@ static void api__packages(struct mf_http_req *req)
     char *json = NULL;
     int limit;
 
-    if (!api__page(req, &limit) || !api__name_query(req, "model", &model) ||
+    if (!mf_http_query_limit(req, &limit) || !mf_http_query_name(req, "model", &model) ||
         !api__version_query(req, &version))
         return;
     if (after && !mf_blobs_id_ok(after)) {
@@ -666,9 +628,9 @@ static void api__devices(struct mf_http_req *req)
     const char *online = mf_http_query(req, "online");
     char *json = NULL;
 
-    if (!api__page(req, &f.limit) || !api__name_query(req, "hw_class", &f.hw_class) ||
-        !api__name_query(req, "model", &f.model) || !api__version_query(req, &f.version) ||
-        !api__name_query(req, "after", &f.after))
+    if (!mf_http_query_limit(req, &f.limit) || !mf_http_query_name(req, "hw_class", &f.hw_class) ||
+        !mf_http_query_name(req, "model", &f.model) || !api__version_query(req, &f.version) ||
+        !mf_http_query_name(req, "after", &f.after))
         return;
     if (f.version && !f.model) {
         mf_http_error(req, 400, "bad_request", "version needs model");

@@ -23,9 +23,6 @@
 #include "server/rollouts.h"
 #include "server/store.h"
 
-#define RO_LIMIT_DEFAULT 100
-#define RO_LIMIT_MAX     1000
-
 /* ---- SQL ---------------------------------------------------------------- */
 
 /* A device's outcome in rollout `r`, for its row `rd` of rollout_devices,
@@ -208,38 +205,6 @@ static bool ro__id(struct mf_http_req *req, const char **id)
         return false;
     }
     *id = s;
-    return true;
-}
-
-static bool ro__limit(struct mf_http_req *req, char out[16])
-{
-    const char *s = mf_http_query(req, "limit");
-    char *end;
-    long v = RO_LIMIT_DEFAULT;
-
-    if (s) {
-        errno = 0;
-        v = strtol(s, &end, 10);
-        if (errno || *end || end == s || v < 1 || v > RO_LIMIT_MAX) {
-            mf_http_error(req, 400, "bad_request", "limit must be an integer from 1 to %d",
-                          RO_LIMIT_MAX);
-            return false;
-        }
-    }
-    snprintf(out, 16, "%ld", v);
-    return true;
-}
-
-static bool ro__name_query(struct mf_http_req *req, const char *key, const char **out)
-{
-    *out = mf_http_query(req, key);
-    if (*out && !mf_pkg_name_ok(*out)) {
-        mf_http_error(req, 400, "bad_request",
-                      "%s must be 1-64 characters of [A-Za-z0-9._-] starting with a letter or "
-                      "digit",
-                      key);
-        return false;
-    }
     return true;
 }
 
@@ -447,8 +412,9 @@ void mf_api_rollouts(struct mf_http_req *req)
     struct mf_diag diag = {0};
     const char *model, *status = mf_http_query(req, "status"), *after = mf_http_query(req, "after");
     char lim[16], *json = NULL;
+    int limit;
 
-    if (!ro__limit(req, lim) || !ro__name_query(req, "model", &model))
+    if (!mf_http_query_limit(req, &limit) || !mf_http_query_name(req, "model", &model))
         return;
     if (status && strcmp(status, "live") != 0 && !ro__one_of(status, ro__statuses)) {
         mf_http_error(req, 400, "bad_request",
@@ -463,6 +429,7 @@ void mf_api_rollouts(struct mf_http_req *req)
             return;
         }
     }
+    snprintf(lim, sizeof lim, "%d", limit);
     const char *p[4] = {model, status, after, lim};
     enum mf_err rc = mf_store_json(req->db, ro__sql_list, 4, p, &json, &diag);
     if (rc != MF_OK) {
@@ -485,15 +452,18 @@ void mf_api_rollout_devices(struct mf_http_req *req)
     struct mf_diag diag = {0};
     const char *id, *hw_class, *after, *outcome = mf_http_query(req, "outcome");
     char lim[16], *json = NULL;
+    int limit;
 
-    if (!ro__id(req, &id) || !ro__limit(req, lim) || !ro__name_query(req, "hw_class", &hw_class) ||
-        !ro__name_query(req, "after", &after))
+    if (!ro__id(req, &id) || !mf_http_query_limit(req, &limit) ||
+        !mf_http_query_name(req, "hw_class", &hw_class) ||
+        !mf_http_query_name(req, "after", &after))
         return;
     if (outcome && !ro__one_of(outcome, ro__outcomes)) {
         mf_http_error(req, 400, "bad_request",
                       "outcome must be none, assigned, active, refused, failed or rolled_back");
         return;
     }
+    snprintf(lim, sizeof lim, "%d", limit);
     const char *p[5] = {id, hw_class, outcome, after, lim};
     enum mf_err rc = mf_store_json(req->db, ro__sql_devices, 5, p, &json, &diag);
     if (rc != MF_OK) {

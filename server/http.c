@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "packaging/manifest.h"
 #include "server/store.h"
 
 /* A client that keeps sending after its request was refused is cut off here. */
@@ -580,4 +581,37 @@ void mf_http_stop(struct mf_server *srv)
     srv->mhd = NULL;
     free(srv->http);
     srv->http = NULL;
+}
+
+bool mf_http_query_limit(struct mf_http_req *req, int *limit)
+{
+    const char *s = mf_http_query(req, "limit");
+    char *end;
+    long v;
+
+    *limit = MF_HTTP_LIMIT_DEFAULT;
+    if (!s)
+        return true;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 1 || v > MF_HTTP_LIMIT_MAX) {
+        mf_http_error(req, 400, "bad_request", "limit must be an integer from 1 to %d",
+                      MF_HTTP_LIMIT_MAX);
+        return false;
+    }
+    *limit = (int)v;
+    return true;
+}
+
+bool mf_http_query_name(struct mf_http_req *req, const char *key, const char **out)
+{
+    *out = mf_http_query(req, key);
+    if (*out && !mf_pkg_name_ok(*out)) {
+        mf_http_error(req, 400, "bad_request",
+                      "%s must be 1-64 characters of [A-Za-z0-9._-] starting with a letter or "
+                      "digit",
+                      key);
+        return false;
+    }
+    return true;
 }

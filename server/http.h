@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/buf.h"
@@ -87,6 +88,15 @@ void mf_http_header(struct mf_http_req *req, const char *name, const char *value
 
 /* Request accessors. */
 const char *mf_http_query(const struct mf_http_req *req, const char *name);
+
+/* Pagination: the `limit` query parameter (1 .. MF_HTTP_LIMIT_MAX, default
+ * MF_HTTP_LIMIT_DEFAULT); false (a 400 set) when malformed. */
+#define MF_HTTP_LIMIT_DEFAULT 100
+#define MF_HTTP_LIMIT_MAX     1000
+bool mf_http_query_limit(struct mf_http_req *req, int *limit);
+/* An optional name-shaped query parameter (mf_pkg_name_ok); false (a 400
+ * set) when malformed. */
+bool mf_http_query_name(struct mf_http_req *req, const char *key, const char **out);
 const char *mf_http_header_in(const struct mf_http_req *req, const char *name);
 
 #endif

@@ -139,6 +139,7 @@ class Suite:
         os.makedirs(self.work)
         self.cases = []
         self.servers = []
+        self.retained = set()  # topics with a retained message published here
         self._ndb = 0
         atexit.register(self.cleanup)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -157,6 +158,31 @@ class Suite:
         """Run SQL with psql; returns stdout (unaligned, tuples only, '|' separated)."""
         p = run(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql], check_rc=check_rc)
         return p.stdout.decode().strip() if check_rc else p
+
+    # --- MQTT (the fixture's mosquitto) -----------------------------------
+    def mqtt_pub(self, topic, payload, retain=False, client_id=None):
+        """Publishes with QoS 1: a dict or list as compact JSON, text or bytes
+        as they are, an empty payload as a null message (clears a retained
+        one). Retained topics are remembered for clear_retained()."""
+        if isinstance(payload, (dict, list)):
+            payload = json.dumps(payload, separators=(",", ":"))
+        if isinstance(payload, str):
+            payload = payload.encode()
+        argv = ["mosquitto_pub", "-h", self.env["MF_MQTT_HOST"], "-p", self.env["MF_MQTT_PORT"],
+                "-q", "1", "-t", topic, "-s" if payload else "-n"]
+        if client_id:
+            argv += ["-i", client_id]
+        if retain:
+            argv.append("-r")
+            self.retained.add(topic)
+        run(argv, input=payload, timeout=20)
+
+    def clear_retained(self):
+        """Clears every retained message this suite published (the broker is
+        shared by the whole CTest run)."""
+        for t in sorted(self.retained):
+            self.mqtt_pub(t, b"", retain=True)
+        self.retained.clear()
 
     # --- files ------------------------------------------------------------
     def tmpdir(self, tag):
@@ -607,6 +633,19 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def wait_until(what, fn, timeout=15):
+    """fn()'s first true value within timeout seconds, else AssertionError
+    naming what was awaited and fn()'s last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
 
 
 @atexit.register

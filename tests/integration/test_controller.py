@@ -24,14 +24,13 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mfharness import Broker, Suite, check, expect, run  # noqa: E402
+from mfharness import Broker, Suite, check, expect, run, wait_until  # noqa: E402
 
 S = Suite("controller")
 TAG = "ctl%d" % os.getpid()
 TIME = "2026-11-22T10:00:00Z"
 EVAL = "e" * 64
 N_ITEMS = 1000
-RETAINED = set()
 
 
 def sql(text):
@@ -43,16 +42,7 @@ def topic(dev, kind):
 
 
 def pub(dev, kind, payload, retain=False):
-    if not isinstance(payload, (bytes, str)):
-        payload = json.dumps(payload, separators=(",", ":"))
-    if isinstance(payload, str):
-        payload = payload.encode()
-    argv = ["mosquitto_pub", "-h", S.env["MF_MQTT_HOST"], "-p", S.env["MF_MQTT_PORT"], "-q", "1",
-            "-t", topic(dev, kind), "-s" if payload else "-n"]
-    if retain:
-        argv.append("-r")
-        RETAINED.add(topic(dev, kind))
-    run(argv, input=payload, timeout=20)
+    S.mqtt_pub(topic(dev, kind), payload, retain=retain)
 
 
 def retained_desired(dev, timeout=3):
@@ -61,7 +51,7 @@ def retained_desired(dev, timeout=3):
                         "-t", topic(dev, "desired"), "-C", "1", "-W", str(timeout),
                         "--retained-only"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                        timeout=timeout + 5)
-    RETAINED.add(topic(dev, "desired"))
+    S.retained.add(topic(dev, "desired"))
     return p.stdout.decode() if p.returncode == 0 and p.stdout else None
 
 
@@ -74,14 +64,7 @@ def desired_models(text):
 
 
 def wait_for(what, fn, timeout=20):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+    return wait_until(what, fn, timeout)
 
 
 class Device:
@@ -437,9 +420,7 @@ def broker_outage_loses_nothing():
 
 @S.case
 def clear_retained():
-    for t in sorted(RETAINED):
-        run(["mosquitto_pub", "-h", S.env["MF_MQTT_HOST"], "-p", S.env["MF_MQTT_PORT"], "-q", "1",
-             "-r", "-n", "-t", t], timeout=20)
+    S.clear_retained()
 
 
 S.run()

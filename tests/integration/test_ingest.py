@@ -9,21 +9,18 @@ Messages are published with mosquitto_pub. The broker is shared with the
 other suites, so device ids carry this process's id and retained messages
 are cleared at the end."""
 
-import json
 import os
 import sys
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mfharness import Suite, check, expect, run  # noqa: E402
+from mfharness import Suite, check, expect, run, wait_until  # noqa: E402
 
 S = Suite("ingest")
 TAG = "ing%d" % os.getpid()
 A, B, C = TAG + "-a", TAG + "-b", TAG + "-c"  # C is never enrolled
 PKG1, PKG2, EVAL = "1" * 64, "2" * 64, "e" * 64
 TIME = "2026-11-18T11:06:40Z"
-RETAINED = set()
 
 
 def sql(text):
@@ -35,27 +32,10 @@ def topic(dev, kind):
 
 
 def pub(dev, kind, payload, retain=False):
-    if isinstance(payload, (dict, list)):
-        payload = json.dumps(payload, separators=(",", ":"))
-    if isinstance(payload, str):
-        payload = payload.encode()
-    argv = ["mosquitto_pub", "-h", S.env["MF_MQTT_HOST"], "-p", S.env["MF_MQTT_PORT"], "-q", "1",
-            "-i", "%s-pub" % TAG, "-t", topic(dev, kind), "-s"]
-    if retain:
-        argv.append("-r")
-        RETAINED.add(topic(dev, kind))
-    run(argv, input=payload, timeout=20)
+    S.mqtt_pub(topic(dev, kind), payload, retain=retain, client_id="%s-pub" % TAG)
 
 
-def wait_for(what, fn, timeout=15):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+wait_for = wait_until
 
 
 def state(dev, msg, models, agent="0.4.0"):
@@ -266,10 +246,7 @@ def kept_while_away():
 
 @S.case
 def clear_retained():
-    for t in sorted(RETAINED):
-        run(["mosquitto_pub", "-h", S.env["MF_MQTT_HOST"], "-p", S.env["MF_MQTT_PORT"], "-q", "1",
-             "-t", t, "-r", "-n"], timeout=20)
-    RETAINED.clear()
+    S.clear_retained()
 
 
 if __name__ == "__main__":
