@@ -683,8 +683,23 @@ void mf_rollout_step(const struct mf_rollout_plan *plan, const struct mf_rollout
     if (watching) {
         if (now - progress->watch_started >= plan->watch_s) {
             struct mf_rollout_action *x = act_push(&acts, MF_ROLLOUT_COMPLETE, NULL, stage, -1);
-            reason_set(x->reason, "watched %lld s (watch_s %lld) without a failure",
-                       (long long)(now - progress->watch_started), (long long)plan->watch_s);
+            char failed[160] = "";
+            size_t n_failed = 0, used = 0;
+            for (size_t c = 0; c < nc; c++)
+                if (next.classes[c] == MF_ROLLOUT_CLASS_FAILED && used < sizeof failed) {
+                    int w = snprintf(failed + used, sizeof failed - used, "%s%s",
+                                     n_failed++ ? ", " : "", plan->classes[c]);
+                    used += w > 0 ? (size_t)w : 0;
+                }
+            if (n_failed > 0)
+                reason_set(x->reason,
+                           "watched %lld s (watch_s %lld) without a failure: completed on %zu of "
+                           "%zu classes (failed earlier: %s)",
+                           (long long)(now - progress->watch_started), (long long)plan->watch_s,
+                           nc - n_failed, nc, failed);
+            else
+                reason_set(x->reason, "watched %lld s (watch_s %lld) without a failure",
+                           (long long)(now - progress->watch_started), (long long)plan->watch_s);
             next.status = MF_ROLLOUT_COMPLETED;
             for (size_t c = 0; c < nc; c++)
                 if (next.classes[c] == MF_ROLLOUT_CLASS_ACTIVE)

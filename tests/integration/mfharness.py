@@ -139,7 +139,7 @@ class Suite:
         os.makedirs(self.work)
         self.cases = []
         self.servers = []
-        self.retained = set()  # topics with a retained message published here
+        self.retained_topics = set()  # topics with a retained message published here
         self._ndb = 0
         atexit.register(self.cleanup)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -163,7 +163,7 @@ class Suite:
     def mqtt_pub(self, topic, payload, retain=False, client_id=None):
         """Publishes with QoS 1: a dict or list as compact JSON, text or bytes
         as they are, an empty payload as a null message (clears a retained
-        one). Retained topics are remembered for clear_retained()."""
+        one). Retained topics are remembered for clear_retained_topics()."""
         if isinstance(payload, (dict, list)):
             payload = json.dumps(payload, separators=(",", ":"))
         if isinstance(payload, str):
@@ -174,15 +174,15 @@ class Suite:
             argv += ["-i", client_id]
         if retain:
             argv.append("-r")
-            self.retained.add(topic)
+            self.retained_topics.add(topic)
         run(argv, input=payload, timeout=20)
 
-    def clear_retained(self):
+    def clear_retained_topics(self):
         """Clears every retained message this suite published (the broker is
         shared by the whole CTest run)."""
-        for t in sorted(self.retained):
+        for t in sorted(self.retained_topics):
             self.mqtt_pub(t, b"", retain=True)
-        self.retained.clear()
+        self.retained_topics.clear()
 
     # --- files ------------------------------------------------------------
     def tmpdir(self, tag):

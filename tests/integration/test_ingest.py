@@ -246,7 +246,7 @@ def kept_while_away():
 
 @S.case
 def clear_retained():
-    S.clear_retained()
+    S.clear_retained_topics()
 
 
 if __name__ == "__main__":
