@@ -400,7 +400,7 @@ static const char sql_progress[] =
     " WHERE id = $1::bigint";
 
 /* Loads, decides and writes one rollout, inside the caller's transaction. */
-static enum mf_err ctl__step(struct mf_controller *c, struct mf_db *db, int64_t id,
+static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id,
                              struct mf_diag *diag)
 {
     char idbuf[24];
@@ -519,7 +519,7 @@ static enum mf_err ctl__step(struct mf_controller *c, struct mf_db *db, int64_t 
         json_t *back_ids = json_array();
         for (size_t i = 0; i < n_w; i++) {
             const struct want *w = &wants[i];
-            bool ok = ctl__desired(c->s, &pl, w, pkgs, old, now, now_ms, rows);
+            bool ok = ctl__desired(srv, &pl, w, pkgs, old, now, now_ms, rows);
             if (w->rollback) {
                 /* marked even without a package, so it is not retried every tick */
                 json_array_append_new(back, json_pack("{s:s, s:s?}", "device_id", w->device,
@@ -737,7 +737,7 @@ static bool ctl__step_all(struct mf_controller *c, struct mf_db *db)
         int64_t id = strtoll(PQgetvalue(res, r, 0), NULL, 10);
         if (ctl__begin(db, &leader, &diag) != MF_OK || !leader)
             break;
-        rc = ctl__step(c, db, id, &diag);
+        rc = ctl__step(c->s, db, id, &diag);
         if (rc == MF_OK)
             rc = mf_db_commit(db, &diag);
         else
@@ -983,4 +983,17 @@ void mf_controller_stop(struct mf_controller *c)
     if (c->started)
         pthread_join(c->th, NULL);
     ctl__free(c);
+}
+
+enum mf_err mf_controller_step_once(struct mf_server *s, struct mf_db *db, int64_t rollout_id,
+                                    bool *leader, struct mf_diag *diag)
+{
+    enum mf_err rc = ctl__begin(db, leader, diag);
+    if (rc != MF_OK || !*leader)
+        return rc;
+    rc = ctl__step(s, db, rollout_id, diag);
+    if (rc == MF_OK)
+        return mf_db_commit(db, diag);
+    mf_db_rollback(db);
+    return rc;
 }

@@ -19,8 +19,12 @@
 #ifndef MF_SERVER_CONTROLLER_H
 #define MF_SERVER_CONTROLLER_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "common/err.h"
 
+struct mf_db;
 struct mf_server;
 struct mf_controller;
 
@@ -33,5 +37,13 @@ MF_MUST_CHECK enum mf_err mf_controller_start(struct mf_server *s, struct mf_con
 /* Stops and joins; what is committed and not yet published stays in the
  * outbox for the next start. NULL is a no-op. */
 void mf_controller_stop(struct mf_controller *c);
+
+/* One step of one rollout exactly as the thread does it (its own
+ * transaction, under the leader lock), without publishing: for benchmarks
+ * and tools. *leader is false (and nothing done) when another process holds
+ * the lock. */
+MF_MUST_CHECK enum mf_err mf_controller_step_once(struct mf_server *s, struct mf_db *db,
+                                                  int64_t rollout_id, bool *leader,
+                                                  struct mf_diag *diag);
 
 #endif
