@@ -276,7 +276,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: mf-bench-install --pubkey PUB [--runs N] [--info-runs N] [--hash-mb N]\n"
-            "                        [--goal X] PKG WORKDIR\n"
+            "                        [--goal X] [--values FILE] PKG WORKDIR\n"
             "\n"
             "Times mf_pkg_extract (signature + every payload hash, fsync off) against\n"
             "`tar -xf PKG` into WORKDIR, alternating, N runs each [%d], after one untimed\n"
@@ -284,6 +284,8 @@ static void usage(FILE *out)
             "Informational rows (--info-runs each [%d], 0 skips): verify without writing,\n"
             "extract with fsync vs tar -xf + syncfs, and BLAKE2b alone over --hash-mb MiB\n"
             "in memory [%d, 0 skips]. --goal only labels the ratio line [%.1f].\n"
+            "--values FILE also writes every figure as a `name value` line (bench/install\n"
+            "turns them into its --json rows).\n"
             "A benchmark, not a test: exit 0 means it ran, whatever the ratio.\n",
             DEFAULT_RUNS, DEFAULT_INFO, DEFAULT_HASH_MB, DEFAULT_GOAL);
 }
@@ -296,12 +298,13 @@ int main(int argc, char **argv)
         {"info-runs", required_argument, NULL, 'i'},
         {"hash-mb", required_argument, NULL, 'm'},
         {"goal", required_argument, NULL, 'g'},
+        {"values", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct bench b = {.workfd = -1};
     struct mf_diag diag = {0};
-    const char *pub = NULL, *work;
+    const char *pub = NULL, *work, *values_path = NULL;
     int runs = DEFAULT_RUNS, info = DEFAULT_INFO, hash_mb = DEFAULT_HASH_MB, c;
     double goal = DEFAULT_GOAL;
     struct stat st;
@@ -322,6 +325,9 @@ int main(int argc, char **argv)
             break;
         case 'g':
             goal = atof(optarg);
+            break;
+        case 'v':
+            values_path = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -394,6 +400,8 @@ int main(int argc, char **argv)
     print_row(&tar, NULL, b.payload, "baseline");
     print_row(&ext, &tar, b.payload, "signature + every hash");
 
+    struct row ver = {0}, tsy = {0}, fsy = {0};
+    double one = 0, stream = 0;
     if (info > 0) {
         struct sample *sv = mf_xcalloc((size_t)info, sizeof *sv);
         struct sample *ss = mf_xcalloc((size_t)info, sizeof *ss);
@@ -403,9 +411,9 @@ int main(int argc, char **argv)
             ss[i] = run_tar(&b, true);
             sf[i] = run_mf(&b, true, true);
         }
-        struct row ver = summarize("verify only (no write)", sv, info);
-        struct row tsy = summarize("tar -xf + syncfs", ss, info);
-        struct row fsy = summarize("extract fsync=true", sf, info);
+        ver = summarize("verify only (no write)", sv, info);
+        tsy = summarize("tar -xf + syncfs", ss, info);
+        fsy = summarize("extract fsync=true", sf, info);
         printf("informational (%d runs each)\n", info);
         print_row(&ver, &tar, b.payload, "mf_pkg_verify: read + parse + hash");
         print_row(&tsy, &tar, b.payload, "durable baseline; syncfs cpu not counted");
@@ -415,7 +423,6 @@ int main(int argc, char **argv)
         free(sf);
     }
     if (hash_mb > 0) {
-        double one, stream;
         uint64_t bytes = (uint64_t)hash_mb << 20;
         bench_blake2b((size_t)hash_mb, info > 0 ? info : 1, &one, &stream);
         printf("  %-24s %7.3f s %6.0f MB/s %9s  (libsodium crypto_generichash, %d MiB in "
@@ -438,6 +445,27 @@ int main(int argc, char **argv)
            ext.wall / tar.wall, med_ratio, ext.cpu / tar.cpu);
     printf("install: median extract %.2f s vs tar -xf %.2f s -> ratio %.2fx (goal <= %.1fx)\n",
            ext.wall, tar.wall, med_ratio, goal);
+    if (values_path) {
+        FILE *vf = fopen(values_path, "w");
+        if (!vf)
+            die(values_path, NULL);
+        qsort(ratio, (size_t)runs, sizeof *ratio, cmp_double);
+        fprintf(vf, "runs %d\ninfo_runs %d\nhash_mb %d\ngoal %.3f\n", runs, info, hash_mb, goal);
+        fprintf(vf, "payload_bytes %llu\narchive_bytes %llu\nfiles %zu\n",
+                (unsigned long long)b.payload, (unsigned long long)b.archive, b.n_files);
+        fprintf(vf, "tar_wall %.6f\ntar_cpu %.6f\nextract_wall %.6f\nextract_cpu %.6f\n", tar.wall,
+                tar.cpu, ext.wall, ext.cpu);
+        fprintf(vf, "ratio %.6f\nratio_min %.6f\nratio_max %.6f\nratio_of_medians %.6f\n",
+                med_ratio, ratio[0], ratio[runs - 1], ext.wall / tar.wall);
+        fprintf(vf, "cpu_ratio %.6f\nother_load %.3f\n", ext.cpu / tar.cpu, other);
+        if (info > 0)
+            fprintf(vf, "verify_wall %.6f\ntar_sync_wall %.6f\nextract_fsync_wall %.6f\n", ver.wall,
+                    tsy.wall, fsy.wall);
+        if (hash_mb > 0)
+            fprintf(vf, "blake2b_wall %.6f\nblake2b_stream_wall %.6f\n", one, stream);
+        if (fclose(vf) != 0)
+            die(values_path, NULL);
+    }
 
     free(s_tar);
     free(s_mf);

@@ -126,6 +126,33 @@ static bool unit_ok(double x)
     return isfinite(x) && x >= 0 && x <= 1;
 }
 
+struct mf_rollout_stage mf_rollout_stage_default(void)
+{
+    return (struct mf_rollout_stage){
+        .percent = 0, .min_devices = 20, .min_reporting = 5, .soak_s = 300, .timeout_s = 3600};
+}
+
+void mf_rollout_plan_defaults(struct mf_rollout_plan *p)
+{
+    static const double percent[] = {1, 10, 50, 100};
+    for (size_t i = 0; i < sizeof percent / sizeof *percent; i++) {
+        p->stages[i] = mf_rollout_stage_default();
+        p->stages[i].percent = percent[i];
+    }
+    p->n_stages = sizeof percent / sizeof *percent;
+    p->gates = (struct mf_rollout_gates){.max_failure_rate = 0.1,
+                                         .max_failures = 5,
+                                         .max_crashes = 2,
+                                         .min_accuracy = 0,
+                                         .max_accuracy_drop = 0.015,
+                                         .alpha = 0.05,
+                                         .max_p50_ratio = 1.5,
+                                         .max_p99_ratio = 2.0};
+    p->on_fail = MF_ROLLOUT_ON_FAIL_ROLLBACK;
+    p->scope = MF_ROLLOUT_PER_CLASS;
+    p->watch_s = 0;
+}
+
 enum mf_err mf_rollout_plan_check(const struct mf_rollout_plan *p, struct mf_diag *diag)
 {
     MF_ASSERT(p);

@@ -103,6 +103,17 @@ struct mf_rollout_plan {
     int64_t watch_s; /* after the last stage passed: keep judging this long, then complete */
 };
 
+/* The default plan (docs/rollouts.md, "Starting"; chosen with
+ * bench/decision, docs/performance.md): stages 1/10/50/100 % each covering
+ * at least 20 devices per class and passing on at least 5 reports, soak
+ * 300 s, timeout 3600 s; gates max_failure_rate 0.1, max_failures 5,
+ * max_crashes 2, no accuracy floor, margin 0.015, alpha 0.05, latency
+ * ratios 1.5 (p50) and 2.0 (p99); rollback on failure, per class, no
+ * watch window. Leaves id, model, version and classes alone. */
+void mf_rollout_plan_defaults(struct mf_rollout_plan *p);
+/* A stage with the default counts and times (percent 0: the caller's). */
+struct mf_rollout_stage mf_rollout_stage_default(void);
+
 /* Checks a plan (MF_ERR_SCHEMA naming the field: "stages[2].percent"). */
 MF_MUST_CHECK enum mf_err mf_rollout_plan_check(const struct mf_rollout_plan *p,
                                                 struct mf_diag *diag);

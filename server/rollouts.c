@@ -12,21 +12,6 @@
 #define LABELS_MAX      16
 #define LABEL_VALUE_MAX 128
 
-/* The defaults of docs/rollouts.md ("Writing a plan"). */
-static const double default_percent[] = {1, 10, 50, 100};
-static const struct mf_rollout_stage default_stage = {
-    .percent = 0, .min_devices = 1, .min_reporting = 1, .soak_s = 300, .timeout_s = 3600};
-static const struct mf_rollout_gates default_gates = {
-    .max_failure_rate = 0.1,
-    .max_failures = 5,
-    .max_crashes = 2,
-    .min_accuracy = 0,
-    .max_accuracy_drop = 0.01,
-    .alpha = 0.05,
-    .max_p50_ratio = 1.5,
-    .max_p99_ratio = 2.0,
-};
-
 static enum mf_err bad(struct mf_diag *diag, const char *where, const char *what)
 {
     return mf_diag_set(diag, MF_ERR_SCHEMA, where, "%s", what);
@@ -89,7 +74,7 @@ static enum mf_err get_stage(const json_t *s, size_t i, struct mf_rollout_stage 
     if ((rc = mf_json_only(s, fields, diag)) != MF_OK) {
         return prefixed(diag, at);
     }
-    *out = default_stage;
+    *out = mf_rollout_stage_default();
     if (!json_object_get(s, "percent"))
         return bad(diag, (snprintf(at, sizeof at, "stages[%zu].percent", i), at), "is required");
     const struct {
@@ -208,7 +193,7 @@ enum mf_err mf_plan_from_json(const json_t *j, int64_t id, bool allow_no_classes
 
     memset(out, 0, sizeof *out);
     out->p.id = id;
-    out->p.gates = default_gates;
+    mf_rollout_plan_defaults(&out->p);
     if ((rc = mf_json_only(j, fields, diag)) != MF_OK)
         return rc;
     v = json_object_get(j, "model");
@@ -237,12 +222,6 @@ enum mf_err mf_plan_from_json(const json_t *j, int64_t id, bool allow_no_classes
             if ((rc = get_stage(json_array_get(v, i), i, &out->p.stages[i], diag)) != MF_OK)
                 return rc;
         out->p.n_stages = json_array_size(v);
-    } else {
-        for (size_t i = 0; i < sizeof default_percent / sizeof *default_percent; i++) {
-            out->p.stages[i] = default_stage;
-            out->p.stages[i].percent = default_percent[i];
-        }
-        out->p.n_stages = sizeof default_percent / sizeof *default_percent;
     }
     v = json_object_get(j, "gates");
     if (v && (rc = get_gates(v, &out->p.gates, diag)) != MF_OK)

@@ -20,7 +20,7 @@ S = Suite("api_rollouts")
 STATUSES = ["running", "paused", "watching", "completed", "failed", "aborted"]
 LIVE = {"running", "paused", "watching"}
 DEFAULT_GATES = {"max_failure_rate": 0.1, "max_failures": 5, "max_crashes": 2, "min_accuracy": 0,
-                 "max_accuracy_drop": 0.01, "alpha": 0.05, "max_p50_ratio": 1.5, "max_p99_ratio": 2.0}
+                 "max_accuracy_drop": 0.015, "alpha": 0.05, "max_p50_ratio": 1.5, "max_p99_ratio": 2.0}
 
 
 def sql(q):
@@ -85,7 +85,7 @@ def create_with_defaults():
     check(p["classes"] == ["rpi4", "x86-cpu"], "plan classes %r" % p["classes"])
     check([s["percent"] for s in p["stages"]] == [1, 10, 50, 100], "default stages %r" % p["stages"])
     for s in p["stages"]:
-        check(s["min_devices"] == 1 and s["min_reporting"] == 1 and s["soak_s"] == 300
+        check(s["min_devices"] == 20 and s["min_reporting"] == 5 and s["soak_s"] == 300
               and s["timeout_s"] == 3600, "default stage fields %r" % s)
     check(p["gates"] == DEFAULT_GATES, "default gates %r" % p["gates"])
     check(p["on_fail"] == "rollback" and p["scope"] == "per_class" and p["watch_s"] == 0
