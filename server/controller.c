@@ -8,14 +8,17 @@
 #include <math.h>
 #include <mosquitto.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -142,34 +145,61 @@ static const char sql_rollout[] =
     " extract(epoch FROM now())::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
     " FROM rollouts WHERE id = $1::bigint FOR UPDATE";
 
-/* The target devices: the plan's classes and labels, with this rollout's
- * row, what they run of the model, their latest outcome event and latest
- * valid report of the candidate, and their runner crashes. */
-static const char sql_snapshot[] =
-    "SELECT d.id, d.hw_class, d.online, rd.device_id IS NOT NULL, rd.rolled_back_at IS NOT NULL,"
-    " rd.from_version, dm.version, dm.previous_version, ev.kind,"
-    " rp.body->'eval'->>'n', rp.body->'candidate'->>'correct', rp.body ? 'paired',"
-    " rp.body->'paired'->>'both', rp.body->'paired'->>'only_candidate',"
-    " rp.body->'paired'->>'only_incumbent', rp.body->'paired'->>'neither',"
-    " rp.body->'latency_ratio'->>'p50', rp.body->'latency_ratio'->>'p99', coalesce(cr.n, 0)"
-    " FROM devices d"
-    " LEFT JOIN rollout_devices rd ON rd.rollout_id = $1::bigint AND rd.device_id = d.id"
-    " LEFT JOIN device_models dm ON dm.device_id = d.id AND dm.model = $2::text"
-    " LEFT JOIN (SELECT DISTINCT ON (device_id) device_id, kind FROM events"
-    "   WHERE rollout_id = $1::bigint AND version = $3::text AND kind IN ('activated', 'refused',"
-    "   'download_failed', 'install_failed', 'benchmark_failed')"
-    "   ORDER BY device_id, id DESC) ev ON ev.device_id = d.id"
-    " LEFT JOIN (SELECT DISTINCT ON (device_id) device_id, body FROM reports"
+/* The snapshot, in two statements merged by device id (ctl__snapshot_rows):
+ *
+ * the target devices: the plan's classes and labels; with labels {} (every
+ * device) the filter folds away and the covering index devices_hw_online
+ * answers alone (no heap rows: a device row carries its whole state);
+ *
+ * the rollout's devices: those it assigned and any with a runner crash of
+ * the candidate, with this rollout's row, their latest outcome event of the
+ * candidate and their crash count (one pass over the rollout's events), their
+ * latest valid report of the candidate, and what they run of the model, read
+ * only where it can change the outcome (assigned, not rolled back, no
+ * `activated` event: a device whose state says it runs the candidate counts
+ * as active even if that event was lost). A target device not in it is
+ * unassigned, without crashes.
+ *
+ * A tick thus reads the fleet's ids once (an index) and only the rows of
+ * this rollout, instead of joining every device with its models, events and
+ * reports. */
+const char mf_controller_sql_targets[] =
+    "SELECT d.id, d.hw_class, d.online FROM devices d"
+    " WHERE d.hw_class = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
+    " AND ($2::jsonb = '{}'::jsonb OR d.labels @> $2::jsonb)";
+const char mf_controller_sql_rollout_devices[] =
+    "WITH ev AS (SELECT DISTINCT ON (device_id) device_id, kind,"
+    "   count(*) FILTER (WHERE kind = 'benchmark_failed') OVER (PARTITION BY device_id"
+    "   ORDER BY id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS crashes"
+    "   FROM events WHERE rollout_id = $1::bigint AND version = $3::text AND kind IN ('activated',"
+    "   'refused', 'download_failed', 'install_failed', 'benchmark_failed')"
+    "   ORDER BY device_id, id DESC)"
+    " SELECT t.device_id, rd.device_id IS NOT NULL, rd.rolled_back_at IS NOT NULL,"
+    " rd.from_version, CASE WHEN rd.device_id IS NOT NULL AND rd.rolled_back_at IS NULL"
+    "   AND ev.kind IS DISTINCT FROM 'activated' THEN (SELECT dm.version FROM device_models dm"
+    "   WHERE dm.device_id = t.device_id AND dm.model = $2::text) END,"
+    " ev.kind, rp.n, rp.correct, rp.paired, rp.both, rp.only_candidate, rp.only_incumbent,"
+    " rp.neither, rp.p50, rp.p99, coalesce(ev.crashes, 0)"
+    " FROM (SELECT device_id FROM rollout_devices WHERE rollout_id = $1::bigint"
+    "   UNION SELECT device_id FROM ev WHERE crashes > 0) t"
+    " LEFT JOIN rollout_devices rd ON rd.rollout_id = $1::bigint AND rd.device_id = t.device_id"
+    " LEFT JOIN ev ON ev.device_id = t.device_id"
+    " LEFT JOIN (SELECT DISTINCT ON (device_id) device_id, body->'eval'->>'n' AS n,"
+    "   body->'candidate'->>'correct' AS correct, body ? 'paired' AS paired,"
+    "   body->'paired'->>'both' AS both, body->'paired'->>'only_candidate' AS only_candidate,"
+    "   body->'paired'->>'only_incumbent' AS only_incumbent,"
+    "   body->'paired'->>'neither' AS neither, body->'latency_ratio'->>'p50' AS p50,"
+    "   body->'latency_ratio'->>'p99' AS p99 FROM reports"
     "   WHERE rollout_id = $1::bigint AND version = $3::text AND valid"
-    "   ORDER BY device_id, id DESC) rp ON rp.device_id = d.id"
-    " LEFT JOIN (SELECT device_id, count(*) AS n FROM events WHERE rollout_id = $1::bigint"
-    "   AND version = $3::text AND kind = 'benchmark_failed' GROUP BY device_id) cr"
-    "   ON cr.device_id = d.id"
-    " WHERE d.hw_class IN (SELECT jsonb_array_elements_text($4::jsonb))"
-    " AND d.labels @> $5::jsonb";
+    "   ORDER BY device_id DESC, id DESC) rp ON rp.device_id = t.device_id";
+
+/* JIT compilation (some 40 ms) never pays off for these statements; each is
+ * planned with its own values, and at 100k devices the estimate of the lazy
+ * model lookup above alone would cross jit_above_cost. */
+static const char sql_no_jit[] = "SET LOCAL jit = off";
 
 struct snap {
-    PGresult *res;
+    PGresult *targets, *mine; /* the two statements' results */
     struct mf_rollout_device *dev;
     size_t n;
 };
@@ -184,23 +214,98 @@ static double ctl__real(const char *s)
     return s ? strtod(s, NULL) : 0;
 }
 
+/* Rows of a result by the text of a column (a device id), sorted with
+ * strcmp so a lookup is a binary search. */
+struct keyrow {
+    const char *key;
+    int row;
+};
+
+static int ctl__keyrow_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct keyrow *)a)->key, ((const struct keyrow *)b)->key);
+}
+
+static struct keyrow *ctl__keyrows(const PGresult *res, int col, size_t *n)
+{
+    *n = res ? (size_t)PQntuples(res) : 0;
+    struct keyrow *k = mf_xcalloc(*n ? *n : 1, sizeof *k);
+    for (size_t i = 0; i < *n; i++)
+        k[i] = (struct keyrow){.key = PQgetvalue(res, (int)i, col), .row = (int)i};
+    qsort(k, *n, sizeof *k, ctl__keyrow_cmp);
+    return k;
+}
+
+static int ctl__keyrow_find(const struct keyrow *k, size_t n, const char *key)
+{
+    struct keyrow want = {.key = key};
+    const struct keyrow *hit = bsearch(&want, k, n, sizeof *k, ctl__keyrow_cmp);
+    return hit ? hit->row : -1;
+}
+
+/* The rollout's rows by device id: an open-addressing table (FNV-1a, linear
+ * probing, at most half full), probed once per target device. */
+struct idtab {
+    const PGresult *res;
+    int *slot; /* row + 1; 0 = empty */
+    size_t mask;
+};
+
+static uint64_t ctl__fnv(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3u;
+    return h;
+}
+
+static void ctl__idtab_init(struct idtab *t, const PGresult *res)
+{
+    size_t n = (size_t)PQntuples(res), cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    t->res = res;
+    t->mask = cap - 1;
+    t->slot = mf_xcalloc(cap, sizeof *t->slot);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = ctl__fnv(PQgetvalue(res, (int)i, 0)) & t->mask;
+        while (t->slot[k])
+            k = (k + 1) & t->mask;
+        t->slot[k] = (int)i + 1;
+    }
+}
+
+static int ctl__idtab_find(const struct idtab *t, const char *id)
+{
+    for (size_t k = ctl__fnv(id) & t->mask; t->slot[k]; k = (k + 1) & t->mask)
+        if (strcmp(PQgetvalue(t->res, t->slot[k] - 1, 0), id) == 0)
+            return t->slot[k] - 1;
+    return -1;
+}
+
+/* One device per target row, with what the rollout knows of it. */
 static void ctl__snapshot_rows(struct snap *sn, const char *version)
 {
-    PGresult *r = sn->res;
-    sn->n = (size_t)PQntuples(r);
+    PGresult *t = sn->targets, *r = sn->mine;
+    struct idtab mine;
+    ctl__idtab_init(&mine, r);
+    sn->n = (size_t)PQntuples(t);
     sn->dev = mf_xcalloc(sn->n ? sn->n : 1, sizeof *sn->dev);
     for (size_t i = 0; i < sn->n; i++) {
-        int row = (int)i;
         struct mf_rollout_device *d = &sn->dev[i];
-        const char *running = ctl__val(r, row, 6), *kind = ctl__val(r, row, 8);
-        bool assigned = *PQgetvalue(r, row, 3) == 't';
-        d->id = PQgetvalue(r, row, 0);
-        d->hw_class = PQgetvalue(r, row, 1);
-        d->online = *PQgetvalue(r, row, 2) == 't';
-        d->previous_version = ctl__val(r, row, 5);
+        d->id = PQgetvalue(t, (int)i, 0);
+        d->hw_class = PQgetvalue(t, (int)i, 1);
+        d->online = *PQgetvalue(t, (int)i, 2) == 't';
+        d->outcome = MF_ROLLOUT_DEV_NONE;
+        int row = ctl__idtab_find(&mine, d->id);
+        if (row < 0)
+            continue;
+        const char *running = ctl__val(r, row, 4), *kind = ctl__val(r, row, 5);
+        bool assigned = *PQgetvalue(r, row, 1) == 't';
+        d->previous_version = ctl__val(r, row, 3);
         if (!assigned)
             d->outcome = MF_ROLLOUT_DEV_NONE;
-        else if (*PQgetvalue(r, row, 4) == 't')
+        else if (*PQgetvalue(r, row, 2) == 't')
             d->outcome = MF_ROLLOUT_DEV_ROLLED_BACK;
         else if ((running && strcmp(running, version) == 0) ||
                  (kind && strcmp(kind, "activated") == 0))
@@ -211,21 +316,22 @@ static void ctl__snapshot_rows(struct snap *sn, const char *version)
             d->outcome = MF_ROLLOUT_DEV_FAILED;
         else
             d->outcome = MF_ROLLOUT_DEV_ASSIGNED;
-        if (!PQgetisnull(r, row, 9) && d->outcome != MF_ROLLOUT_DEV_NONE) {
+        if (!PQgetisnull(r, row, 6) && d->outcome != MF_ROLLOUT_DEV_NONE) {
             struct mf_rollout_report *rp = &d->report;
             d->has_report = true;
-            rp->n = ctl__u64(ctl__val(r, row, 9));
-            rp->correct = ctl__u64(ctl__val(r, row, 10));
-            rp->has_incumbent = *PQgetvalue(r, row, 11) == 't';
-            rp->both = ctl__u64(ctl__val(r, row, 12));
-            rp->only_candidate = ctl__u64(ctl__val(r, row, 13));
-            rp->only_incumbent = ctl__u64(ctl__val(r, row, 14));
-            rp->neither = ctl__u64(ctl__val(r, row, 15));
-            rp->p50_ratio = ctl__real(ctl__val(r, row, 16));
-            rp->p99_ratio = ctl__real(ctl__val(r, row, 17));
+            rp->n = ctl__u64(ctl__val(r, row, 6));
+            rp->correct = ctl__u64(ctl__val(r, row, 7));
+            rp->has_incumbent = *PQgetvalue(r, row, 8) == 't';
+            rp->both = ctl__u64(ctl__val(r, row, 9));
+            rp->only_candidate = ctl__u64(ctl__val(r, row, 10));
+            rp->only_incumbent = ctl__u64(ctl__val(r, row, 11));
+            rp->neither = ctl__u64(ctl__val(r, row, 12));
+            rp->p50_ratio = ctl__real(ctl__val(r, row, 13));
+            rp->p99_ratio = ctl__real(ctl__val(r, row, 14));
         }
-        d->crashes = ctl__u64(ctl__val(r, row, 18));
+        d->crashes = ctl__u64(ctl__val(r, row, 15));
     }
+    free(mine.slot);
 }
 
 /* What a device is told: the model at `version`, or nothing (skip). */
@@ -233,7 +339,6 @@ struct want {
     const char *device, *hw_class, *version;
     bool rollback;
     const struct mf_rollout_device *d;
-    int row; /* in the snapshot */
 };
 
 /* Packages of the model for the versions wanted: version, hw_class -> id, size. */
@@ -242,16 +347,21 @@ static const char sql_packages[] =
     " JOIN packages p ON p.id = ph.package"
     " WHERE ph.model = $1::text AND ph.version IN (SELECT jsonb_array_elements_text($2::jsonb))";
 
+/* The devices to tell, a row each: their earlier desired state (if any) and
+ * what they run of the model (for rollout_devices.from_version). */
 static const char sql_desired_old[] =
-    "SELECT device_id, seq, body::text FROM desired_states"
-    " WHERE device_id IN (SELECT jsonb_array_elements_text($1::jsonb))";
+    "SELECT x.id, s.seq, s.body::text, dm.version, dm.previous_version"
+    " FROM unnest($1::text[]) x(id)"
+    " LEFT JOIN desired_states s ON s.device_id = x.id COLLATE \"C\""
+    " LEFT JOIN device_models dm ON dm.device_id = x.id COLLATE \"C\" AND dm.model = $2::text";
 
+/* body is the payload's JSON: its third line to the end (docs/protocol.md),
+ * the very bytes signed, so it is formatted once. */
 static const char sql_desired_put[] =
     "INSERT INTO desired_states AS s (device_id, seq, body, payload, rollout_id, updated_at,"
     " published_at)"
-    " SELECT x.device_id, x.seq, x.body, x.payload, $2::bigint, now(), NULL"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(device_id text, seq bigint, body jsonb,"
-    " payload text)"
+    " SELECT x.device_id, x.seq, split_part(x.payload, E'\\n', 3)::jsonb, x.payload, $2::bigint,"
+    " now(), NULL FROM json_to_recordset($1::json) AS x(device_id text, seq bigint, payload text)"
     " ON CONFLICT (device_id) DO UPDATE SET seq = EXCLUDED.seq, body = EXCLUDED.body,"
     " payload = EXCLUDED.payload, rollout_id = EXCLUDED.rollout_id, updated_at = now(),"
     " published_at = NULL";
@@ -259,7 +369,7 @@ static const char sql_desired_put[] =
 static const char sql_assigned[] =
     "INSERT INTO rollout_devices (rollout_id, device_id, stage, bucket, from_version, hw_class)"
     " SELECT $1::bigint, x.device_id, x.stage, x.bucket, x.from_version, x.hw_class"
-    " FROM jsonb_to_recordset($2::jsonb) AS x(device_id text, stage integer,"
+    " FROM json_to_recordset($2::json) AS x(device_id text, stage integer,"
     " bucket double precision, from_version text, hw_class text)"
     " ON CONFLICT (rollout_id, device_id) DO NOTHING";
 
@@ -268,35 +378,84 @@ static const char sql_rolled_back[] =
     " FROM jsonb_to_recordset($2::jsonb) AS x(device_id text, version text)"
     " WHERE rd.rollout_id = $1::bigint AND rd.device_id = x.device_id";
 
-/* The models of an earlier desired state, as {name: {version, package, size}}. */
-static json_t *ctl__old_models(PGresult *old, const char *device, int64_t *seq)
+/* The models of a device's earlier desired state (row `r` of sql_desired_old,
+ * -1: none), as {name: {version, package, size}}. */
+static json_t *ctl__old_models(PGresult *old, int r, int64_t *seq)
 {
     json_t *models = json_object();
     *seq = 0;
-    for (int r = 0; old && r < PQntuples(old); r++) {
-        if (strcmp(PQgetvalue(old, r, 0), device) != 0)
-            continue;
-        *seq = strtoll(PQgetvalue(old, r, 1), NULL, 10);
-        json_t *body = json_loads(PQgetvalue(old, r, 2), 0, NULL);
-        size_t i;
-        json_t *m;
-        json_array_foreach(json_object_get(body, "models"), i, m)
-        {
-            const char *name = json_string_value(json_object_get(m, "name"));
-            if (name)
-                json_object_set(models, name, m);
-        }
-        json_decref(body);
+    if (r < 0 || PQgetisnull(old, r, 1))
+        return models;
+    *seq = strtoll(PQgetvalue(old, r, 1), NULL, 10);
+    json_t *body = json_loads(PQgetvalue(old, r, 2), 0, NULL);
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(body, "models"), i, m)
+    {
+        const char *name = json_string_value(json_object_get(m, "name"));
+        if (name)
+            json_object_set(models, name, m);
     }
+    json_decref(body);
     return models;
+}
+
+/* Large parameters (a row per device told) are written straight into a
+ * buffer: text the server made, so only JSON string escaping is needed. */
+static void ctl__put(struct mf_buf *b, const char *fmt, ...) MF_PRINTF(2, 3);
+static void ctl__put(struct mf_buf *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    MF_ASSERT(n >= 0 && (size_t)n < sizeof small);
+    MF_ASSERT(mf_buf_append(b, small, (size_t)n) == MF_OK);
+}
+
+static void ctl__jstr(struct mf_buf *b, const char *s)
+{
+    MF_ASSERT(mf_buf_append(b, "\"", 1) == MF_OK);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        char esc[8];
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof esc, "\\%c", c);
+        else if (c == '\n')
+            snprintf(esc, sizeof esc, "\\n");
+        else
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+        MF_ASSERT(mf_buf_append(b, run, (size_t)(s - run)) == MF_OK);
+        MF_ASSERT(mf_buf_append_str(b, esc) == MF_OK);
+        run = s + 1;
+    }
+    MF_ASSERT(mf_buf_append(b, run, (size_t)(s - run)) == MF_OK);
+    MF_ASSERT(mf_buf_append(b, "\"", 1) == MF_OK);
+}
+
+/* Appends s as an element of a text[] literal. */
+static void ctl__arr_str(struct mf_buf *b, const char *s)
+{
+    MF_ASSERT(mf_buf_append(b, "\"", 1) == MF_OK);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            MF_ASSERT(mf_buf_append(b, "\\", 1) == MF_OK);
+        MF_ASSERT(mf_buf_append(b, s, 1) == MF_OK);
+    }
+    MF_ASSERT(mf_buf_append(b, "\"", 1) == MF_OK);
 }
 
 /* Signs the desired state of one device: its earlier models with `model`
  * set to the package of `version` for its class. Appends the row for
- * sql_desired_put. False (logged) when no package serves that version on the
- * device's class. */
+ * sql_desired_put to the JSON array being written in `rows`. False (logged) when no package serves
+ * that version on the device's class. */
 static bool ctl__desired(struct mf_server *s, const struct mf_plan *pl, const struct want *w,
-                         PGresult *pkgs, PGresult *old, int64_t now, int64_t now_ms, json_t *rows)
+                         PGresult *pkgs, PGresult *old, int old_row, int64_t now, int64_t now_ms,
+                         struct mf_buf *rows)
 {
     const char *pkg = NULL;
     uint64_t size = 0;
@@ -315,7 +474,7 @@ static bool ctl__desired(struct mf_server *s, const struct mf_plan *pl, const st
         return false;
     }
     int64_t old_seq = 0;
-    json_t *models = ctl__old_models(old, w->device, &old_seq);
+    json_t *models = ctl__old_models(old, old_row, &old_seq);
     json_object_set_new(models, pl->model,
                         json_pack("{s:s, s:s, s:s, s:I}", "name", pl->model, "version", w->version,
                                   "package", pkg, "size", (json_int_t)size));
@@ -347,13 +506,12 @@ static bool ctl__desired(struct mf_server *s, const struct mf_plan *pl, const st
             d.models[j] = d.models[j - 1];
             d.models[j - 1] = t;
         }
-    size_t blen = 0, plen = 0;
-    char *body = mf_desired_format(&d, &blen);
-    char *payload = mf_desired_sign(&d, &s->key, &plen);
-    json_array_append_new(
-        rows, json_pack("{s:s, s:I, s:o, s:s%}", "device_id", w->device, "seq", (json_int_t)d.seq,
-                        "body", json_loadb(body, blen, 0, NULL), "payload", payload, plen));
-    free(body);
+    char *payload = mf_desired_sign(&d, &s->key, NULL);
+    ctl__put(rows, rows->len > 1 ? ",{\"device_id\":" : "{\"device_id\":");
+    ctl__jstr(rows, w->device);
+    ctl__put(rows, ",\"seq\":%" PRIu64 ",\"payload\":", d.seq);
+    ctl__jstr(rows, payload);
+    ctl__put(rows, "}");
     free(payload);
     free(d.models);
     json_decref(models);
@@ -399,6 +557,18 @@ static const char sql_progress[] =
     " updated_at = CASE WHEN $9::boolean THEN now() ELSE updated_at END, stepped_at = now()"
     " WHERE id = $1::bigint";
 
+/* A snapshot device by the address of its id. */
+struct addr {
+    uintptr_t p;
+    size_t k;
+};
+
+static int ctl__addr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = ((const struct addr *)a)->p, y = ((const struct addr *)b)->p;
+    return (x > y) - (x < y);
+}
+
 /* Loads, decides and writes one rollout, inside the caller's transaction. */
 static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id,
                              struct mf_diag *diag)
@@ -409,6 +579,9 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
     struct mf_plan pl = {0};
     struct mf_rollout_result res = {0};
     struct want *wants = NULL;
+    struct addr *by_addr = NULL;
+    struct mf_buf ids; /* devices told, a text[] literal (its size is the planner's estimate) */
+    mf_buf_init(&ids, SIZE_MAX);
     json_t *audit = json_array();
     char *objname = NULL;
     enum mf_err rc;
@@ -469,8 +642,13 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
         json_array_append_new(classes, json_string(pl.classes[i]));
     char *classes_s = ctl__json(classes);
     char *labels_s = json_dumps(pl.labels, JSON_COMPACT);
-    const char *ps[5] = {idbuf, pl.model, pl.version, classes_s, labels_s};
-    rc = mf_db_exec(db, sql_snapshot, 5, ps, &sn.res, diag);
+    const char *pt[2] = {classes_s, labels_s};
+    const char *pm[3] = {idbuf, pl.model, pl.version};
+    rc = ctl__exec(db, sql_no_jit, 0, NULL, diag);
+    if (rc == MF_OK)
+        rc = mf_db_exec(db, mf_controller_sql_targets, 2, pt, &sn.targets, diag);
+    if (rc == MF_OK)
+        rc = mf_db_exec(db, mf_controller_sql_rollout_devices, 3, pm, &sn.mine, diag);
     free(classes_s);
     free(labels_s);
     if (rc != MF_OK)
@@ -480,46 +658,62 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
     mf_rollout_step(&pl.p, sn.dev, sn.n, &prog, now, &res);
     stepped = true;
 
-    /* Devices to tell: assignments and rollbacks. */
+    /* Devices to tell: assignments and rollbacks. An action names its
+     * device by the snapshot's own id pointer: found by address. */
     wants = mf_xcalloc(res.n_actions + 1, sizeof *wants);
     size_t n_w = 0, n_assign = 0, n_back = 0;
-    json_t *versions = json_array(), *ids = json_array();
+    json_t *versions = json_array();
+    ctl__put(&ids, "{");
     json_array_append_new(versions, json_string(pl.version));
     for (size_t i = 0; i < res.n_actions; i++) {
         const struct mf_rollout_action *a = &res.actions[i];
         if (a->kind != MF_ROLLOUT_ASSIGN && a->kind != MF_ROLLOUT_ROLLBACK)
             continue;
-        const struct mf_rollout_device *d = NULL;
-        for (size_t k = 0; k < sn.n && !d; k++)
-            if (sn.dev[k].id == a->device)
-                d = &sn.dev[k];
-        MF_ASSERT(d);
+        if (!by_addr) {
+            by_addr = mf_xcalloc(sn.n ? sn.n : 1, sizeof *by_addr);
+            for (size_t k = 0; k < sn.n; k++)
+                by_addr[k] = (struct addr){.p = (uintptr_t)sn.dev[k].id, .k = k};
+            qsort(by_addr, sn.n, sizeof *by_addr, ctl__addr_cmp);
+        }
+        struct addr key = {.p = (uintptr_t)a->device};
+        const struct addr *hit = bsearch(&key, by_addr, sn.n, sizeof *by_addr, ctl__addr_cmp);
+        MF_ASSERT(hit);
+        const struct mf_rollout_device *d = &sn.dev[hit->k];
         wants[n_w++] = (struct want){.device = a->device,
                                      .hw_class = d->hw_class,
                                      .version = a->version,
                                      .rollback = a->kind == MF_ROLLOUT_ROLLBACK,
-                                     .d = d,
-                                     .row = (int)(d - sn.dev)};
-        json_array_append_new(ids, json_string(a->device));
+                                     .d = d};
+        if (n_w > 1)
+            ctl__put(&ids, ",");
+        ctl__arr_str(&ids, a->device);
         if (a->kind == MF_ROLLOUT_ROLLBACK)
             json_array_append_new(versions, json_string(a->version));
     }
     if (n_w > 0) {
-        char *ids_s = ctl__json(ids), *vers_s = ctl__json(versions);
+        ctl__put(&ids, "}");
+        const char *ids_s = (const char *)ids.data;
+        char *vers_s = ctl__json(versions);
         const char *pp[2] = {pl.model, vers_s};
-        const char *po[1] = {ids_s};
+        const char *po[2] = {ids_s, pl.model};
         rc = mf_db_exec(db, sql_packages, 2, pp, &pkgs, diag);
         if (rc == MF_OK)
-            rc = mf_db_exec(db, sql_desired_old, 1, po, &old, diag);
-        free(ids_s);
+            rc = mf_db_exec(db, sql_desired_old, 2, po, &old, diag);
         free(vers_s);
         if (rc != MF_OK)
             goto out;
-        json_t *rows = json_array(), *assigned = json_array(), *back = json_array();
-        json_t *back_ids = json_array();
+        struct mf_buf rows, assigned;
+        mf_buf_init(&rows, SIZE_MAX);
+        mf_buf_init(&assigned, SIZE_MAX);
+        ctl__put(&rows, "[");
+        ctl__put(&assigned, "[");
+        json_t *back = json_array(), *back_ids = json_array();
+        size_t n_old = 0;
+        struct keyrow *old_by_id = ctl__keyrows(old, 0, &n_old);
         for (size_t i = 0; i < n_w; i++) {
             const struct want *w = &wants[i];
-            bool ok = ctl__desired(srv, &pl, w, pkgs, old, now, now_ms, rows);
+            int orow = ctl__keyrow_find(old_by_id, n_old, w->device);
+            bool ok = ctl__desired(srv, &pl, w, pkgs, old, orow, now, now_ms, &rows);
             if (w->rollback) {
                 /* marked even without a package, so it is not retried every tick */
                 json_array_append_new(back, json_pack("{s:s, s:s?}", "device_id", w->device,
@@ -527,29 +721,39 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
                 json_array_append_new(back_ids, json_string(w->device));
                 n_back++;
             } else if (ok) {
-                const char *running = ctl__val(sn.res, w->row, 6);
-                const char *from = running && strcmp(running, pl.version) != 0
-                                       ? running
-                                       : ctl__val(sn.res, w->row, 7);
-                json_array_append_new(assigned,
-                                      json_pack("{s:s, s:I, s:f, s:s?, s:s}", "device_id",
-                                                w->device, "stage", (json_int_t)res.next.stage,
-                                                "bucket", mf_rollout_bucket(w->device, id),
-                                                "from_version", from, "hw_class", w->hw_class));
+                const char *running = orow < 0 ? NULL : ctl__val(old, orow, 3);
+                const char *from = running && strcmp(running, pl.version) != 0 ? running
+                                   : orow < 0                                  ? NULL
+                                              : ctl__val(old, orow, 4);
+                ctl__put(&assigned, n_assign ? ",{\"device_id\":" : "{\"device_id\":");
+                ctl__jstr(&assigned, w->device);
+                ctl__put(&assigned,
+                         ",\"stage\":%zu,\"bucket\":%.17g,\"from_version\":", res.next.stage,
+                         mf_rollout_bucket(w->device, id));
+                if (from)
+                    ctl__jstr(&assigned, from);
+                else
+                    ctl__put(&assigned, "null");
+                ctl__put(&assigned, ",\"hw_class\":");
+                ctl__jstr(&assigned, w->hw_class);
+                ctl__put(&assigned, "}");
                 n_assign++;
             }
         }
-        char *rows_s = ctl__json(rows), *as_s = ctl__json(assigned), *bk_s = ctl__json(back);
-        const char *pd1[2] = {rows_s, idbuf};
-        const char *pd2[2] = {idbuf, as_s};
+        free(old_by_id);
+        ctl__put(&rows, "]");
+        ctl__put(&assigned, "]");
+        char *bk_s = ctl__json(back);
+        const char *pd1[2] = {(const char *)rows.data, idbuf};
+        const char *pd2[2] = {idbuf, (const char *)assigned.data};
         const char *pd3[2] = {idbuf, bk_s};
         rc = ctl__exec(db, sql_desired_put, 2, pd1, diag);
         if (rc == MF_OK)
             rc = ctl__exec(db, sql_assigned, 2, pd2, diag);
         if (rc == MF_OK)
             rc = ctl__exec(db, sql_rolled_back, 2, pd3, diag);
-        free(rows_s);
-        free(as_s);
+        mf_buf_free(&rows);
+        mf_buf_free(&assigned);
         free(bk_s);
         if (n_assign > 0)
             ctl__audit(audit, "rollout.assign",
@@ -563,7 +767,6 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
         if (rc != MF_OK)
             goto out;
     } else {
-        json_decref(ids);
         json_decref(versions);
     }
 
@@ -670,9 +873,12 @@ out:
     json_decref(audit);
     free(objname);
     free(wants);
+    free(by_addr);
+    mf_buf_free(&ids);
     mf_rollout_result_free(&res);
     free(sn.dev);
-    PQclear(sn.res);
+    PQclear(sn.targets);
+    PQclear(sn.mine);
     PQclear(pkgs);
     PQclear(old);
     PQclear(ro);

@@ -46,4 +46,11 @@ MF_MUST_CHECK enum mf_err mf_controller_step_once(struct mf_server *s, struct mf
                                                   int64_t rollout_id, bool *leader,
                                                   struct mf_diag *diag);
 
+/* The two statements of a step's snapshot (see controller.c), exported so
+ * bench/controller can time them alone as the baseline of a tick:
+ * targets ($1 classes as a JSON array, $2 labels) and the rollout's devices
+ * ($1 rollout id, $2 model, $3 version). */
+extern const char mf_controller_sql_targets[];
+extern const char mf_controller_sql_rollout_devices[];
+
 #endif
