@@ -20,6 +20,7 @@
 #include "common/mem.h"
 #include "common/semver.h"
 #include "packaging/manifest.h"
+#include "server/controller.h"
 #include "server/rollouts.h"
 #include "server/store.h"
 
@@ -383,6 +384,7 @@ void mf_api_rollout_create(struct mf_http_req *req)
         goto fail;
     mf_log(MF_LOG_INFO, "rollout started rollout=%s model=%s version=%s classes=%zu by=%s", id,
            pl.model, pl.version, pl.p.n_classes, req->who.name);
+    mf_controller_wake(req->srv->controller); /* the first stage starts now, not at the next tick */
     ro__reply_get(req, id, 201);
     goto out;
 fail:
@@ -646,6 +648,7 @@ static void ro__transition(struct mf_http_req *req, enum ro_op op, bool rollback
         goto fail_out;
     mf_log(MF_LOG_INFO, "rollout %s rollout=%s from=%s to=%s stage=%ld by=%s", ro__op_name[op], id,
            status, to, new_stage, req->who.name);
+    mf_controller_wake(req->srv->controller);
     ro__reply_get(req, id, 200);
     goto out;
 fail:

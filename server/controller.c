@@ -51,6 +51,7 @@ struct mf_controller {
     pthread_mutex_t mu; /* stop, and the publisher's lists below */
     pthread_cond_t cv;
     bool stop;
+    bool wake; /* step now (mf_controller_wake) */
 
     /* publisher */
     struct mosquitto *mosq;
@@ -969,8 +970,23 @@ static const char sql_published[] =
     " FROM jsonb_to_recordset($1::jsonb) AS x(device_id text, seq bigint)"
     " WHERE d.device_id = x.device_id AND d.seq = x.seq";
 
+static int ctl__cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* In-flight messages by (device, seq). */
+static int ctl__cmp_inflight(const void *a, const void *b)
+{
+    const struct inflight *x = a, *y = b;
+    int d = strcmp(x->device, y->device);
+    return d ? d : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
 /* Marks what the broker acknowledged; forgets what waited too long (or was
- * sent before a reconnect), so the next pass sends it again. */
+ * sent before a reconnect), so the next pass sends it again. Linear after a
+ * sort: a step may have put ten thousand desired states in flight. */
 static void ctl__settle(struct mf_controller *c, struct mf_db *db)
 {
     int *acked;
@@ -988,11 +1004,11 @@ static void ctl__settle(struct mf_controller *c, struct mf_db *db)
     int64_t now = ctl__mono_s();
     bool again = atomic_exchange(&c->reconnected, false);
     size_t kept = 0;
+    if (n_acked > 1)
+        qsort(acked, n_acked, sizeof *acked, ctl__cmp_int);
     for (size_t i = 0; i < c->n_fl; i++) {
         struct inflight *f = &c->fl[i];
-        bool ok = false;
-        for (size_t k = 0; k < n_acked && !ok; k++)
-            ok = acked[k] == f->mid;
+        bool ok = n_acked > 0 && bsearch(&f->mid, acked, n_acked, sizeof *acked, ctl__cmp_int);
         if (ok)
             json_array_append_new(
                 done, json_pack("{s:s, s:I}", "device_id", f->device, "seq", (json_int_t)f->seq));
@@ -1048,13 +1064,16 @@ static void ctl__publish(struct mf_controller *c, struct mf_db *db)
         ctl__fail_log(c, "reading the outbox", &diag);
         return;
     }
-    size_t sent = 0;
+    size_t sent = 0, n_old = c->n_fl; /* what was in flight before this pass, sorted */
+    if (n_old > 1)
+        qsort(c->fl, n_old, sizeof *c->fl, ctl__cmp_inflight);
     for (int r = 0; r < PQntuples(res); r++) {
         const char *device = PQgetvalue(res, r, 0);
-        int64_t seq = strtoll(PQgetvalue(res, r, 1), NULL, 10);
-        bool pending = false;
-        for (size_t i = 0; i < c->n_fl && !pending; i++)
-            pending = c->fl[i].seq == seq && strcmp(c->fl[i].device, device) == 0;
+        struct inflight key = {.seq = strtoll(PQgetvalue(res, r, 1), NULL, 10)};
+        int64_t seq = key.seq;
+        snprintf(key.device, sizeof key.device, "%s", device);
+        bool pending =
+            n_old > 0 && bsearch(&key, c->fl, n_old, sizeof *c->fl, ctl__cmp_inflight) != NULL;
         char topic[MF_TOPIC_MAX];
         if (pending || mf_topic(topic, device, MF_DEVMSG_DESIRED) != MF_OK)
             continue;
@@ -1103,8 +1122,9 @@ static void *ctl__main(void *arg)
             dl.tv_nsec -= 1000000000L;
         }
         pthread_mutex_lock(&c->mu);
-        while (!c->stop && pthread_cond_timedwait(&c->cv, &c->mu, &dl) != ETIMEDOUT) {
+        while (!c->stop && !c->wake && pthread_cond_timedwait(&c->cv, &c->mu, &dl) != ETIMEDOUT) {
         }
+        c->wake = false;
         bool stop = c->stop;
         pthread_mutex_unlock(&c->mu);
         if (stop)
@@ -1162,6 +1182,9 @@ enum mf_err mf_controller_start(struct mf_server *s, struct mf_controller **out,
         mosquitto_disconnect_callback_set(c->mosq, ctl__on_disconnect);
         mosquitto_publish_callback_set(c->mosq, ctl__on_publish);
         (void)mosquitto_reconnect_delay_set(c->mosq, 1, 30, true);
+        /* a step may publish thousands at once: more than libmosquitto's
+         * default of 20 unacknowledged (the broker's own limit still holds) */
+        (void)mosquitto_max_inflight_messages_set(c->mosq, 1000);
         /* connected from the controller thread (ctl__connect) */
     } else {
         mf_log(MF_LOG_WARN, "controller: mqtt_broker is empty: desired states are written but "
@@ -1202,4 +1225,14 @@ enum mf_err mf_controller_step_once(struct mf_server *s, struct mf_db *db, int64
         return mf_db_commit(db, diag);
     mf_db_rollback(db);
     return rc;
+}
+
+void mf_controller_wake(struct mf_controller *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->wake = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }

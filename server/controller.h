@@ -38,6 +38,11 @@ MF_MUST_CHECK enum mf_err mf_controller_start(struct mf_server *s, struct mf_con
  * outbox for the next start. NULL is a no-op. */
 void mf_controller_stop(struct mf_controller *c);
 
+/* Steps now instead of at the end of the interval: the API calls it after
+ * a rollout starts or changes (start, resume, promote, abort), so a stage
+ * does not wait for the next tick. NULL is a no-op. */
+void mf_controller_wake(struct mf_controller *c);
+
 /* One step of one rollout exactly as the thread does it (its own
  * transaction, under the leader lock), without publishing: for benchmarks
  * and tools. *leader is false (and nothing done) when another process holds

@@ -159,6 +159,7 @@ static int server__serve(int argc, char **argv, int first)
         mf_ingest_stop(ingest);
         goto out;
     }
+    s.controller = ctl;
     if (mf_http_start(&s, mf_api_routes, mf_api_routes_count, &diag) != MF_OK) {
         rc = server__fail("http", &diag);
         mf_controller_stop(ctl);
@@ -172,10 +173,13 @@ static int server__serve(int argc, char **argv, int first)
     } while (sig < 0);
     mf_log(MF_LOG_INFO, "signal %d: shutting down (up to %llds for requests in flight)", sig,
            (long long)s.cfg.shutdown_timeout);
-    mf_controller_stop(ctl); /* what is not published yet stays in the outbox */
-    mf_ingest_stop(ingest);  /* stores what is queued while requests finish */
+    mf_ingest_stop(ingest); /* stores what is queued while requests finish */
     mf_http_drain(&s, (int)s.cfg.shutdown_timeout);
     mf_http_stop(&s);
+    /* after the HTTP workers, which may wake it; what is not published yet
+     * stays in the outbox */
+    s.controller = NULL;
+    mf_controller_stop(ctl);
     mf_log(MF_LOG_INFO, "stopped");
 out:
     server__close(&s);

@@ -14,6 +14,7 @@
 #include "server/db.h"
 
 struct MHD_Daemon;
+struct mf_controller;
 
 struct mf_server {
     struct mf_server_config cfg;
@@ -23,7 +24,8 @@ struct mf_server {
     pthread_key_t db_key; /* per-thread struct mf_db */
     bool db_key_ok;       /* db_key was created */
     struct MHD_Daemon *mhd;
-    void *http; /* http.c's routing state */
+    void *http;                       /* http.c's routing state */
+    struct mf_controller *controller; /* NULL: no controller in this process */
 };
 
 /* The calling thread's database connection (created on first use). */
