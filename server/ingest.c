@@ -18,6 +18,7 @@
 
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "server/db.h"
@@ -30,15 +31,17 @@
 #define INGEST_BACKOFF_MAX 5000
 #define INGEST_LOG_PER_S   20 /* refusals logged per second; the rest are counted */
 #define INGEST_KEEPALIVE   30
+#define INGEST_SEEN_S      "30" /* last_seen resolution for events and reports, seconds */
+#define INGEST_ROOM_MS     1000 /* a full queue is re-checked this often */
 
 static const char *const ingest_topics[] = {"mf/v1/d/+/state", "mf/v1/d/+/event",
                                             "mf/v1/d/+/report", "mf/v1/d/+/online"};
 
 struct ingest_item {
     enum mf_devmsg_kind kind;
-    bool online;  /* MF_DEVMSG_ONLINE */
-    json_t *body; /* state, event, report: the checked message */
-    char *raw;    /* and its bytes, stored as they came (jsonb) */
+    bool online; /* MF_DEVMSG_ONLINE */
+    int64_t msg; /* state, event, report: its message number */
+    char *raw;   /* the checked message's bytes, stored as they came (jsonb) */
     char device[MF_TOPIC_MAX];
 };
 
@@ -53,10 +56,13 @@ struct mf_ingest {
     bool net_started, writer_started;
     atomic_bool net_stop;
 
-    pthread_mutex_t mu; /* guards the queue and stop */
-    pthread_cond_t cv;  /* queue not empty, or stop */
+    pthread_mutex_t mu;  /* guards the queue, want, db_down and stop */
+    pthread_cond_t cv;   /* want items queued, or stop */
+    pthread_cond_t room; /* the writer took items, or the database went down */
     struct ingest_item *q;
     size_t cap, head, n;
+    size_t want;  /* the writer sleeps until this many are queued (0: it is busy) */
+    bool db_down; /* the writer is retrying a batch: the database is unreachable */
     bool stop;
     bool give_up; /* writer: the database was down at shutdown */
 
@@ -140,12 +146,33 @@ static void ingest__refuse(struct mf_ingest *g, const char *topic, const char *w
 
 /* ---- the MQTT side (network thread) ---- */
 
+static void ingest__deadline(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Queues a checked message. A full queue holds the network thread back (in
+ * slices of INGEST_ROOM_MS, so a stop is noticed) while the writer is making
+ * progress: the broker then keeps what is not read yet, in the session's
+ * queue, instead of this process dropping it. Only while the database is
+ * unreachable (the writer retrying) or at a stop is the newest message
+ * dropped and counted. */
 static void ingest__push(struct mf_ingest *g, struct ingest_item *it)
 {
     pthread_mutex_lock(&g->mu);
+    while (g->n == g->cap && !g->stop && !g->db_down && !atomic_load(&g->net_stop)) {
+        struct timespec until;
+        ingest__deadline(&until, INGEST_ROOM_MS);
+        pthread_cond_timedwait(&g->room, &g->mu, &until);
+    }
     if (g->n == g->cap || g->stop) {
         pthread_mutex_unlock(&g->mu);
-        json_decref(it->body);
         free(it->raw);
         uint64_t n = atomic_fetch_add(&g->dropped, 1) + 1;
         ingest__log_limited(g,
@@ -156,7 +183,8 @@ static void ingest__push(struct mf_ingest *g, struct ingest_item *it)
     }
     g->q[(g->head + g->n) % g->cap] = *it;
     g->n++;
-    pthread_cond_signal(&g->cv);
+    if (g->want && g->n >= g->want) /* one wake-up per batch, not per message */
+        pthread_cond_signal(&g->cv);
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -187,11 +215,16 @@ static void ingest__on_message(struct mosquitto *mosq, void *obj, const struct m
         it.online = p[0] == '1';
     } else {
         struct mf_diag diag = {0};
-        if (mf_devmsg_check(it.kind, p, len, it.device, &it.body, &diag) != MF_OK) {
+        json_t *body = NULL;
+        if (mf_devmsg_check(it.kind, p, len, it.device, &body, &diag) != MF_OK) {
             char why[MF_DIAG_STR_MAX];
             ingest__refuse(g, m->topic, mf_diag_str(&diag, why, sizeof why));
             return;
         }
+        /* the writer's SQL reads the fields out of the bytes: only they are
+         * queued, not the parsed tree (several times their size) */
+        it.msg = (int64_t)json_integer_value(json_object_get(body, "msg"));
+        json_decref(body);
         it.raw = mf_xstrndup((const char *)p, len);
     }
     ingest__push(g, &it);
@@ -264,62 +297,87 @@ struct ingest_tally {
 static const char sql_known[] =
     "SELECT id FROM devices WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))";
 
-static const char sql_event[] =
+/* Every statement below takes the whole batch's messages of one kind as one
+ * parameter: a JSON array of {"d": device (the topic's), "b": the message as
+ * it came} (or {"d", "o": online}), unpacked by jsonb_to_recordset WITH
+ * ORDINALITY, so a batch costs one round trip and one statement (one firing
+ * of the fleet_counts statement triggers) per kind, not one per message. Rows
+ * are inserted in arrival order (ids keep it: the controller takes a
+ * device's latest event). Fields are taken from the checked message. */
+#define INGEST_ROWS_B                                                                              \
+    " ROWS FROM (jsonb_to_recordset($1::jsonb) AS (d text, b jsonb))"                              \
+    " WITH ORDINALITY AS x(d, b, ord)"
+#define INGEST_ROWS_O                                                                              \
+    " ROWS FROM (jsonb_to_recordset($1::jsonb) AS (d text, o boolean))"                            \
+    " WITH ORDINALITY AS x(d, o, ord)"
+
+static const char sql_events[] =
     "INSERT INTO events (device_id, msg, kind, model, version, reason, rollout_id, body)"
-    " SELECT $1::text, $2::bigint, $3::text, $4::text, $5::text, $6::text,"
-    " (SELECT r.id FROM rollouts r WHERE r.id = $7::bigint), $8::jsonb"
+    " SELECT x.d, (x.b->>'msg')::bigint, x.b->>'kind', x.b->>'model', x.b->>'version',"
+    " x.b->>'reason', r.id, x.b"
+    " FROM" INGEST_ROWS_B " LEFT JOIN rollouts r ON r.id = (x.b->>'rollout')::bigint"
+    " ORDER BY x.ord"
     " ON CONFLICT (device_id, msg) WHERE msg IS NOT NULL DO NOTHING";
 
-static const char sql_report[] =
+static const char sql_reports[] =
     "INSERT INTO reports (device_id, msg, rollout_id, stage, model, version, package, hw_class,"
     " valid, body)"
-    " SELECT $1::text, $2::bigint, r.id, rd.stage, $4::text, $5::text, $6::text, $7::text,"
-    " $8::boolean, $9::jsonb"
-    " FROM (SELECT $3::bigint AS rid) x LEFT JOIN rollouts r ON r.id = x.rid"
-    " LEFT JOIN rollout_devices rd ON rd.rollout_id = r.id AND rd.device_id = $1::text"
+    " SELECT x.d, (x.b->>'msg')::bigint, r.id, rd.stage, x.b->>'model',"
+    " x.b->'candidate'->>'version', x.b->'candidate'->>'package', x.b->>'hw_class',"
+    " coalesce((x.b->'validity'->>'valid')::boolean, false), x.b"
+    " FROM" INGEST_ROWS_B " LEFT JOIN rollouts r ON r.id = (x.b->>'rollout')::bigint"
+    " LEFT JOIN rollout_devices rd ON rd.rollout_id = r.id AND rd.device_id = x.d"
+    " ORDER BY x.ord"
     " ON CONFLICT (device_id, msg) WHERE msg IS NOT NULL DO NOTHING";
 
-/* A newer state wins; one with a lower msg than the stored one is stale. */
-static const char sql_state[] =
-    "UPDATE devices SET state = $2::jsonb, state_at = now(), last_seen = now(),"
-    " agent_version = $3::text, runtimes = ARRAY(SELECT jsonb_array_elements_text($4::jsonb)),"
-    " last_msg = $5::bigint"
-    " WHERE id = $1::text AND (last_msg IS NULL OR last_msg <= $5::bigint)";
+/* The newest state of each device in the batch (highest msg, then the last
+ * to arrive) wins, unless the stored one is newer: a lower msg is stale.
+ * Returns the devices whose state was applied, with its msg. */
+#define INGEST_NEWEST_STATE                                                                        \
+    " (SELECT DISTINCT ON (x.d) x.d, (x.b->>'msg')::bigint AS msg, x.b"                            \
+    " FROM" INGEST_ROWS_B " ORDER BY x.d, (x.b->>'msg')::bigint DESC, x.ord DESC) s"
 
-/* device_models in statements of their own (schema/0002's writers rule). */
+static const char sql_states[] =
+    "UPDATE devices d SET state = s.b, state_at = now(), last_seen = now(),"
+    " agent_version = s.b->>'agent_version',"
+    " runtimes = ARRAY(SELECT jsonb_array_elements_text(s.b->'runtimes')), last_msg = s.msg"
+    " FROM" INGEST_NEWEST_STATE " WHERE d.id = s.d AND (d.last_msg IS NULL OR d.last_msg <= s.msg)"
+    " RETURNING d.id, d.last_msg";
+
+/* device_models in statements of their own (schema/0002's writers rule), for
+ * the devices $2 (a JSON array of ids) whose state was applied. */
 static const char sql_models_del[] =
-    "DELETE FROM device_models WHERE device_id = $1::text"
-    " AND model NOT IN (SELECT m->>'name' FROM jsonb_array_elements($2::jsonb) m)";
+    "DELETE FROM device_models m USING" INGEST_NEWEST_STATE
+    " WHERE s.d IN (SELECT jsonb_array_elements_text($2::jsonb)) AND m.device_id = s.d"
+    " AND m.model NOT IN (SELECT e->>'name' FROM jsonb_array_elements(s.b->'models') e)";
 
 static const char sql_models_put[] =
     "INSERT INTO device_models AS d (device_id, model, version, package, previous_version)"
-    " SELECT $1::text, m->>'name', m->>'version',"
+    " SELECT s.d, m->>'name', m->>'version',"
     " (SELECT p.id FROM packages p WHERE p.id = m->>'package'), m->'previous'->>'version'"
-    " FROM jsonb_array_elements($2::jsonb) m"
+    " FROM" INGEST_NEWEST_STATE ", jsonb_array_elements(s.b->'models') m"
+    " WHERE s.d IN (SELECT jsonb_array_elements_text($2::jsonb))"
+    " ORDER BY s.d, m->>'name'"
     " ON CONFLICT (device_id, model) DO UPDATE SET version = EXCLUDED.version,"
     " package = EXCLUDED.package, previous_version = EXCLUDED.previous_version,"
     " updated_at = now()"
     " WHERE (d.version, d.package, d.previous_version) IS DISTINCT FROM"
     " (EXCLUDED.version, EXCLUDED.package, EXCLUDED.previous_version)";
 
+/* The last online value of each device in the batch. */
 static const char sql_online[] =
-    "UPDATE devices SET online = $2::boolean, last_seen = now() WHERE id = $1::text";
+    "UPDATE devices d SET online = s.o, last_seen = now()"
+    " FROM (SELECT DISTINCT ON (x.d) x.d, x.o FROM" INGEST_ROWS_O " ORDER BY x.d, x.ord DESC) s"
+    " WHERE d.id = s.d";
 
-static const char sql_seen[] = "UPDATE devices SET last_seen = now()"
-                               " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))";
-
-static const char *ingest__str(const json_t *o, const char *key)
-{
-    return json_string_value(json_object_get(o, key));
-}
-
-static char *ingest__int(char buf[24], const json_t *v)
-{
-    if (!json_is_integer(v))
-        return NULL;
-    snprintf(buf, 24, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-    return buf;
-}
+/* Events and reports move last_seen at most every INGEST_SEEN_S seconds per
+ * device: a row update (and its fleet_counts trigger) per device and batch
+ * was ~30% of the database's time under a flood of reports; state and online
+ * messages still set it every time. */
+static const char sql_seen[] =
+    "UPDATE devices SET last_seen = now()"
+    " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+    " AND (last_seen IS NULL OR last_seen < now() - make_interval(secs => " INGEST_SEEN_S "))";
 
 /* Runs one statement; *rows gets the number of rows it changed. */
 static enum mf_err ingest__exec(struct mf_db *db, const char *sql, int n, const char *const *p,
@@ -333,74 +391,122 @@ static enum mf_err ingest__exec(struct mf_db *db, const char *sql, int n, const 
     return rc;
 }
 
-static enum mf_err ingest__one(struct mf_db *db, const struct ingest_item *it,
-                               struct ingest_tally *t, struct mf_diag *diag)
+/* Appends to a buffer without a cap (allocation failure aborts). */
+static void ingest__put(struct mf_buf *b, const void *p, size_t n)
 {
-    char msg[24], roll[24];
-    enum mf_err rc = MF_OK;
-    long rows = 0;
-    const char *body = it->raw;
+    enum mf_err rc = mf_buf_append(b, p, n);
+    MF_ASSERT(rc == MF_OK);
+}
 
-    if (it->kind == MF_DEVMSG_ONLINE) {
-        const char *p[2] = {it->device, it->online ? "true" : "false"};
-        rc = ingest__exec(db, sql_online, 2, p, &rows, diag);
-        t->stored += rc == MF_OK && rows > 0;
-        return rc;
+static void ingest__puts(struct mf_buf *b, const char *s)
+{
+    ingest__put(b, s, strlen(s));
+}
+
+/* Appends s as a JSON string. */
+static void ingest__json_str(struct mf_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    ingest__put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        if (c == '"' || c == '\\')
+            ingest__put(b, (char[2]){'\\', (char)c}, 2);
+        else if (c < 0x20)
+            ingest__put(b, esc, sizeof esc);
+        else
+            ingest__put(b, &c, 1);
     }
-    const char *m = ingest__int(msg, json_object_get(it->body, "msg"));
-    if (it->kind == MF_DEVMSG_EVENT) {
-        const char *p[8] = {it->device,
-                            m,
-                            ingest__str(it->body, "kind"),
-                            ingest__str(it->body, "model"),
-                            ingest__str(it->body, "version"),
-                            ingest__str(it->body, "reason"),
-                            ingest__int(roll, json_object_get(it->body, "rollout")),
-                            body};
-        rc = ingest__exec(db, sql_event, 8, p, &rows, diag);
-        if (rc == MF_OK)
-            *(rows > 0 ? &t->stored : &t->duplicates) += 1;
-    } else if (it->kind == MF_DEVMSG_REPORT) {
-        const json_t *cand = json_object_get(it->body, "candidate");
-        const json_t *validity = json_object_get(it->body, "validity");
-        const char *p[9] = {it->device,
-                            m,
-                            ingest__int(roll, json_object_get(it->body, "rollout")),
-                            ingest__str(it->body, "model"),
-                            ingest__str(cand, "version"),
-                            ingest__str(cand, "package"),
-                            ingest__str(it->body, "hw_class"),
-                            json_is_true(json_object_get(validity, "valid")) ? "true" : "false",
-                            body};
-        rc = ingest__exec(db, sql_report, 9, p, &rows, diag);
-        if (rc == MF_OK)
-            *(rows > 0 ? &t->stored : &t->duplicates) += 1;
-    } else { /* state */
-        char *runtimes = json_dumps(json_object_get(it->body, "runtimes"), JSON_COMPACT);
-        char *models = json_dumps(json_object_get(it->body, "models"), JSON_COMPACT);
-        const char *p[5] = {it->device, body, ingest__str(it->body, "agent_version"), runtimes, m};
-        const char *pm[2] = {it->device, models};
-        rc = ingest__exec(db, sql_state, 5, p, &rows, diag);
-        if (rc == MF_OK && rows == 0) {
-            t->stale++;
+    ingest__put(b, "\"", 1);
+}
+
+/* The recordset parameter: the items of one kind that are known, in order. */
+static size_t ingest__rows(const struct ingest_item *items, size_t n, const bool *known,
+                           enum mf_devmsg_kind kind, struct mf_buf *b)
+{
+    size_t k = 0;
+    mf_buf_reset(b);
+    ingest__puts(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (!known[i] || items[i].kind != kind)
+            continue;
+        ingest__puts(b, k++ ? ",{\"d\":" : "{\"d\":");
+        ingest__json_str(b, items[i].device);
+        if (kind == MF_DEVMSG_ONLINE) {
+            ingest__puts(b, items[i].online ? ",\"o\":true}" : ",\"o\":false}");
+        } else {
+            ingest__puts(b, ",\"b\":");
+            ingest__puts(b, items[i].raw);
+            ingest__puts(b, "}");
+        }
+    }
+    ingest__puts(b, "]");
+    return k;
+}
+
+static int ingest__cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The batch's states: the newest per device applied, the others stale. */
+static enum mf_err ingest__states(const struct ingest_item *items, size_t n, const bool *known,
+                                  struct mf_db *db, struct mf_buf *b, struct ingest_tally *t,
+                                  struct mf_diag *diag)
+{
+    PGresult *res = NULL;
+    size_t k = ingest__rows(items, n, known, MF_DEVMSG_STATE, b);
+    const char *p[2] = {(const char *)b->data, NULL};
+    char **applied = NULL;
+    int rows = 0;
+    if (k == 0)
+        return MF_OK;
+    enum mf_err rc = mf_db_exec(db, sql_states, 1, p, &res, diag);
+    if (rc != MF_OK)
+        return rc;
+    rows = PQntuples(res);
+    /* "id\tmsg" per applied device, sorted, for the stale check below */
+    applied = mf_xcalloc((size_t)rows + 1, sizeof *applied);
+    json_t *ids = json_array();
+    for (int r = 0; r < rows; r++) {
+        applied[r] = mf_xasprintf("%s\t%s", PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+        json_array_append_new(ids, json_string(PQgetvalue(res, r, 0)));
+    }
+    PQclear(res);
+    qsort(applied, (size_t)rows, sizeof *applied, ingest__cmp_str);
+    t->stored += (uint64_t)rows;
+    t->stale += k - (size_t)rows;
+    for (size_t i = 0; i < n && k > (size_t)rows; i++) {
+        if (!known[i] || items[i].kind != MF_DEVMSG_STATE)
+            continue;
+        char msg[24], *key;
+        snprintf(msg, sizeof msg, "%" PRId64, items[i].msg);
+        key = mf_xasprintf("%s\t%s", items[i].device, msg);
+        if (!bsearch(&key, applied, (size_t)rows, sizeof *applied, ingest__cmp_str))
             mf_log(MF_LOG_INFO,
                    "ingest: state of device=%s with msg=%s is older than the stored one;"
                    " ignored",
-                   it->device, m);
-        } else if (rc == MF_OK) {
-            rc = ingest__exec(db, sql_models_del, 2, pm, NULL, diag);
-            if (rc == MF_OK)
-                rc = ingest__exec(db, sql_models_put, 2, pm, NULL, diag);
-            t->stored += rc == MF_OK;
-        }
-        free(runtimes);
-        free(models);
+                   items[i].device, msg);
+        free(key);
     }
+    if (rows > 0) {
+        char *ids_text = json_dumps(ids, JSON_COMPACT);
+        p[1] = ids_text;
+        rc = ingest__exec(db, sql_models_del, 2, p, NULL, diag);
+        if (rc == MF_OK)
+            rc = ingest__exec(db, sql_models_put, 2, p, NULL, diag);
+        free(ids_text);
+    }
+    json_decref(ids);
+    for (int r = 0; r < rows; r++)
+        free(applied[r]);
+    free(applied);
     return rc;
 }
 
-/* One batch in one transaction. Items for devices that are not enrolled are
- * skipped (logged); known[] is filled once the devices are looked up. */
+/* One batch in one transaction: one statement per kind of message. Items
+ * for devices that are not enrolled are skipped (logged). */
 static enum mf_err ingest__write(struct mf_ingest *g, struct mf_db *db,
                                  const struct ingest_item *items, size_t n, struct ingest_tally *t,
                                  struct mf_diag *diag)
@@ -409,8 +515,11 @@ static enum mf_err ingest__write(struct mf_ingest *g, struct mf_db *db,
     PGresult *res = NULL;
     char *ids_text = NULL, *seen_text = NULL;
     bool *known = mf_xcalloc(n ? n : 1, sizeof *known);
+    const char **sorted = mf_xcalloc(n ? n : 1, sizeof *sorted);
+    struct mf_buf b;
     enum mf_err rc;
 
+    mf_buf_init(&b, SIZE_MAX);
     *t = (struct ingest_tally){0};
     for (size_t i = 0; i < n; i++)
         json_array_append_new(ids, json_string(items[i].device));
@@ -421,26 +530,47 @@ static enum mf_err ingest__write(struct mf_ingest *g, struct mf_db *db,
         rc = mf_db_exec(db, sql_known, 1, p, &res, diag);
     }
     if (rc == MF_OK) {
-        for (int r = 0; r < PQntuples(res); r++)
-            for (size_t i = 0; i < n; i++)
-                if (strcmp(items[i].device, PQgetvalue(res, r, 0)) == 0)
-                    known[i] = true;
-        PQclear(res);
-    }
-    for (size_t i = 0; i < n && rc == MF_OK; i++) {
-        if (!known[i]) {
-            t->unknown++;
-            continue;
+        int rows = PQntuples(res);
+        for (int r = 0; r < rows; r++)
+            sorted[r] = PQgetvalue(res, r, 0);
+        qsort(sorted, (size_t)rows, sizeof *sorted, ingest__cmp_str);
+        for (size_t i = 0; i < n; i++) {
+            const char *key = items[i].device;
+            known[i] = bsearch(&key, sorted, (size_t)rows, sizeof *sorted, ingest__cmp_str);
+            if (!known[i])
+                t->unknown++;
+            else if (items[i].kind == MF_DEVMSG_EVENT || items[i].kind == MF_DEVMSG_REPORT)
+                json_array_append_new(seen, json_string(items[i].device));
         }
-        rc = ingest__one(db, &items[i], t, diag);
-        if (items[i].kind == MF_DEVMSG_EVENT || items[i].kind == MF_DEVMSG_REPORT)
-            json_array_append_new(seen, json_string(items[i].device));
+    }
+    static const enum mf_devmsg_kind inserts[] = {MF_DEVMSG_EVENT, MF_DEVMSG_REPORT};
+    for (size_t k = 0; k < 2 && rc == MF_OK; k++) {
+        size_t m = ingest__rows(items, n, known, inserts[k], &b);
+        long rows = 0;
+        const char *p[1] = {(const char *)b.data};
+        if (m == 0)
+            continue;
+        rc = ingest__exec(db, inserts[k] == MF_DEVMSG_EVENT ? sql_events : sql_reports, 1, p, &rows,
+                          diag);
+        if (rc == MF_OK) {
+            t->stored += (uint64_t)rows;
+            t->duplicates += m - (size_t)rows;
+        }
+    }
+    if (rc == MF_OK)
+        rc = ingest__states(items, n, known, db, &b, t, diag);
+    if (rc == MF_OK) {
+        size_t m = ingest__rows(items, n, known, MF_DEVMSG_ONLINE, &b);
+        const char *p[1] = {(const char *)b.data};
+        if (m > 0 && (rc = ingest__exec(db, sql_online, 1, p, NULL, diag)) == MF_OK)
+            t->stored += m;
     }
     if (rc == MF_OK && json_array_size(seen) > 0) {
         seen_text = json_dumps(seen, JSON_COMPACT);
         const char *p[1] = {seen_text};
         rc = ingest__exec(db, sql_seen, 1, p, NULL, diag);
     }
+    PQclear(res); /* sorted[] pointed into it */
     if (rc == MF_OK)
         rc = mf_db_commit(db, diag);
     else
@@ -450,6 +580,8 @@ static enum mf_err ingest__write(struct mf_ingest *g, struct mf_db *db,
             if (!known[i])
                 ingest__log_limited(g, "ingest: %s from device=%s ignored: not enrolled",
                                     mf_devmsg_kind_name(items[i].kind), items[i].device);
+    mf_buf_free(&b);
+    free(sorted);
     free(known);
     free(ids_text);
     free(seen_text);
@@ -474,6 +606,15 @@ static bool ingest__stopping(struct mf_ingest *g)
     return stop;
 }
 
+/* While the database is unreachable a full queue drops (ingest__push). */
+static void ingest__db_down(struct mf_ingest *g, bool down)
+{
+    pthread_mutex_lock(&g->mu);
+    g->db_down = down;
+    pthread_cond_broadcast(&g->room);
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* Stores items[0..n): the whole batch in one transaction; if the database
  * refuses it (not an outage), message by message so that one bad message
  * cannot hold the others back. An outage keeps what is left and retries with
@@ -495,9 +636,11 @@ static void ingest__flush(struct mf_ingest *g, const struct ingest_item *items, 
         enum mf_err rc = ingest__write(g, db, items + off, n - off, &t, &diag);
         if (rc == MF_OK) {
             ingest__count(g, &t);
-            if (fails)
+            if (fails) {
+                ingest__db_down(g, false);
                 mf_log(MF_LOG_INFO, "ingest: database reachable again; %zu message(s) written",
                        n - off);
+            }
             return;
         }
         if (rc != MF_ERR_UNAVAILABLE) {
@@ -531,22 +674,12 @@ static void ingest__flush(struct mf_ingest *g, const struct ingest_item *items, 
                    n - off);
             return;
         }
+        ingest__db_down(g, true);
         unsigned d = ingest__backoff(&fails);
         if (fails == 1 || d == INGEST_BACKOFF_MAX)
             mf_log(MF_LOG_WARN, "ingest: %s; keeping %zu message(s), retrying in %u ms",
                    mf_diag_str(&diag, why, sizeof why), n - off, d);
         ingest__nap(g, d, true);
-    }
-}
-
-static void ingest__deadline(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
     }
 }
 
@@ -559,8 +692,10 @@ static void *ingest__writer(void *arg)
         size_t n = 0;
         struct timespec until;
         pthread_mutex_lock(&g->mu);
+        g->want = 1;
         while (g->n == 0 && !g->stop)
             pthread_cond_wait(&g->cv, &g->mu);
+        g->want = 0;
         if (g->n == 0 && g->stop) {
             pthread_mutex_unlock(&g->mu);
             break;
@@ -572,20 +707,25 @@ static void *ingest__writer(void *arg)
                 g->head = (g->head + 1) % g->cap;
                 g->n--;
             }
-            if (n == g->batch_max || g->stop ||
-                pthread_cond_timedwait(&g->cv, &g->mu, &until) == ETIMEDOUT) {
+            pthread_cond_signal(&g->room);
+            if (n == g->batch_max || g->stop)
+                break;
+            g->want = g->batch_max - n;
+            int w = pthread_cond_timedwait(&g->cv, &g->mu, &until);
+            g->want = 0;
+            if (w == ETIMEDOUT) {
                 while (g->n > 0 && n < g->batch_max) {
                     batch[n++] = g->q[g->head];
                     g->head = (g->head + 1) % g->cap;
                     g->n--;
                 }
+                pthread_cond_signal(&g->room);
                 break;
             }
         }
         pthread_mutex_unlock(&g->mu);
         ingest__flush(g, batch, n);
         for (size_t i = 0; i < n; i++) {
-            json_decref(batch[i].body);
             free(batch[i].raw);
         }
     }
@@ -600,12 +740,12 @@ static void ingest__free(struct mf_ingest *g)
     if (g->mosq)
         mosquitto_destroy(g->mosq);
     for (size_t i = 0; i < g->n; i++) {
-        json_decref(g->q[(g->head + i) % g->cap].body);
         free(g->q[(g->head + i) % g->cap].raw);
     }
     free(g->q);
     free(g->host);
     pthread_cond_destroy(&g->cv);
+    pthread_cond_destroy(&g->room);
     pthread_mutex_destroy(&g->mu);
     pthread_mutex_destroy(&g->log_mu);
     free(g);
@@ -631,6 +771,7 @@ enum mf_err mf_ingest_start(struct mf_server *s, struct mf_ingest **out, struct 
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&g->cv, &ca);
+    pthread_cond_init(&g->room, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&g->net_stop, false);
 
@@ -689,6 +830,7 @@ void mf_ingest_stop(struct mf_ingest *g)
     pthread_mutex_lock(&g->mu);
     g->stop = true;
     pthread_cond_broadcast(&g->cv);
+    pthread_cond_broadcast(&g->room);
     pthread_mutex_unlock(&g->mu);
     if (g->writer_started)
         pthread_join(g->writer, NULL);

@@ -1,12 +1,16 @@
 /* ingest.h — telemetry ingest: the server subscribes (QoS 1) to every
  * device's state, event, report and online topics, checks each message
  * (mf_topic_parse, mf_devmsg_check, or the exact "0"/"1" of online), and
- * hands what passes to one writer thread through a bounded queue (full:
- * the newest message is dropped and counted). The writer stores batches
- * (ingest_batch messages or 200 ms) in one transaction each: events and
- * reports once per (device, msg), the newest state per device (with its
- * models in device_models), online and last_seen. A database outage keeps
- * the batch and retries with backoff; nothing here takes the process down.
+ * hands the message bytes that pass to one writer thread through a bounded
+ * queue. Full: the network thread waits while the writer makes progress (the
+ * broker keeps the rest in the session's queue); only while the database is
+ * unreachable is the newest message dropped and counted. The writer stores
+ * batches (ingest_batch messages or 200 ms) in one transaction each, with
+ * one statement per kind of message: events and reports once per (device,
+ * msg), the newest state per device (with its models in device_models),
+ * online, and last_seen (moved by events and reports at most every 30 s per
+ * device). A database outage keeps the batch and retries with backoff;
+ * nothing here takes the process down.
  *
  * Threads: one MQTT network thread (connect, reconnect with backoff, loop)
  * and the writer, which uses its own database connection (mf_server_db). */
