@@ -899,6 +899,78 @@ static char *list__classes(const json_t *classes)
     return out;
 }
 
+/* Whether v is one of the NULL-terminated names. */
+static bool one_of(const char *const *names, const char *v)
+{
+    for (size_t i = 0; names[i]; i++)
+        if (strcmp(names[i], v) == 0)
+            return true;
+    return false;
+}
+
+/* Fetches every page of `key` from `path` and prints it: the JSON with
+ * --json, "no <key>" when empty, else the table `rows` fills. */
+static int list_print(struct mf_remote *r, const char *path, struct mf_buf *query, const char *key,
+                      bool json, void (*rows)(struct mf_table *t, json_t *all))
+{
+    json_t *all = json_array();
+    int rc = mf_remote_get_all(r, path, query, NULL, key, "viewer", all);
+    if (rc == MF_EXIT_OK && json) {
+        json_t *j = json_pack("{s:O, s:n}", key, all, "next");
+        mf_remote_print_json(stdout, j);
+        json_decref(j);
+    } else if (rc == MF_EXIT_OK && !json_array_size(all)) {
+        fprintf(stderr, "no %s\n", key);
+    } else if (rc == MF_EXIT_OK) {
+        struct mf_table t = {0};
+        rows(&t, all);
+        mf_table_print(stdout, &t, "");
+        mf_table_free(&t);
+    }
+    json_decref(all);
+    return rc;
+}
+
+static void list__table(struct mf_table *t, json_t *all)
+{
+    t->ncol = 9;
+    mf_table_row(t, "ID", "MODEL", "VERSION", "STATUS", "STAGE", "CLASSES", "BY", "CREATED",
+                 "REASON");
+    size_t i;
+    json_t *ro;
+    json_array_foreach(all, i, ro)
+    {
+        char id[32], stage[48];
+        char *cl = list__classes(json_object_get(ro, "classes"));
+        stage_of(stage, sizeof stage, ro);
+        mf_table_row(t, mf_jint(id, sizeof id, ro, "id"), mf_jstr(ro, "model"),
+                     mf_jstr(ro, "version"), mf_jstr(ro, "status"), stage, cl,
+                     mf_jstr(ro, "created_by"), mf_jstr(ro, "created_at"), mf_jstr(ro, "reason"));
+        free(cl);
+    }
+}
+
+static void devices__table(struct mf_table *t, json_t *all)
+{
+    t->ncol = 10;
+    mf_table_row(t, "DEVICE", "HW-CLASS", "ONLINE", "BUCKET", "STAGE", "OUTCOME", "FROM", "RUNNING",
+                 "ASSIGNED", "ROLLED-BACK");
+    size_t i;
+    json_t *d;
+    json_array_foreach(all, i, d)
+    {
+        char bucket[32], stage[32] = "-";
+        json_t *online = json_object_get(d, "online");
+        if (json_is_integer(json_object_get(d, "stage")))
+            snprintf(stage, sizeof stage, "%lld", mf_jll(d, "stage") + 1);
+        mf_table_row(t, mf_jstr(d, "id"), mf_jstr(d, "hw_class"),
+                     json_is_boolean(online) ? (json_is_true(online) ? "yes" : "no") : "-",
+                     jnum(bucket, sizeof bucket, d, "bucket", NUM_FIXED4, false), stage,
+                     mf_jstr(d, "outcome"), mf_jstr(d, "from_version"), mf_jstr(d, "running"),
+                     mf_jstr(d, "assigned_at"), mf_jstr(d, "rolled_back_at"));
+    }
+}
+
 static int rollout_list(int argc, char **argv)
 {
     static const char cmd[] = "rollout list";
@@ -922,10 +994,7 @@ static int rollout_list(int argc, char **argv)
             model = optarg;
             break;
         case O_STATUS: {
-            size_t i;
-            for (i = 0; statuses[i] && strcmp(statuses[i], optarg) != 0; i++)
-                ;
-            if (!statuses[i])
+            if (!one_of(statuses, optarg))
                 return mf_cli_usage_error(cmd,
                                           "--status '%s': expected running, paused, watching, "
                                           "completed, failed, aborted or live",
@@ -956,35 +1025,7 @@ static int rollout_list(int argc, char **argv)
         mf_remote_query_add(&query, "model", model);
     if (status)
         mf_remote_query_add(&query, "status", status);
-    json_t *all = json_array();
-    rc = mf_remote_get_all(&r, "/rollouts", &query, NULL, "rollouts", "viewer", all);
-    if (rc == MF_EXIT_OK && o.json) {
-        json_t *j = json_pack("{s:O, s:n}", "rollouts", all, "next");
-        mf_remote_print_json(stdout, j);
-        json_decref(j);
-    } else if (rc == MF_EXIT_OK && !json_array_size(all)) {
-        fprintf(stderr, "no rollouts\n");
-    } else if (rc == MF_EXIT_OK) {
-        struct mf_table t = {.ncol = 9};
-        mf_table_row(&t, "ID", "MODEL", "VERSION", "STATUS", "STAGE", "CLASSES", "BY", "CREATED",
-                     "REASON");
-        size_t i;
-        json_t *ro;
-        json_array_foreach(all, i, ro)
-        {
-            char id[32], stage[48];
-            char *cl = list__classes(json_object_get(ro, "classes"));
-            stage_of(stage, sizeof stage, ro);
-            mf_table_row(&t, mf_jint(id, sizeof id, ro, "id"), mf_jstr(ro, "model"),
-                         mf_jstr(ro, "version"), mf_jstr(ro, "status"), stage, cl,
-                         mf_jstr(ro, "created_by"), mf_jstr(ro, "created_at"),
-                         mf_jstr(ro, "reason"));
-            free(cl);
-        }
-        mf_table_print(stdout, &t, "");
-        mf_table_free(&t);
-    }
-    json_decref(all);
+    rc = list_print(&r, "/rollouts", &query, "rollouts", o.json, list__table);
     mf_buf_free(&query);
     mf_remote_close(&r);
     return rc;
@@ -1090,10 +1131,7 @@ static int rollout_devices(int argc, char **argv)
             hw = optarg;
             break;
         case O_OUTCOME: {
-            size_t i;
-            for (i = 0; outcomes[i] && strcmp(outcomes[i], optarg) != 0; i++)
-                ;
-            if (!outcomes[i])
+            if (!one_of(outcomes, optarg))
                 return mf_cli_usage_error(cmd,
                                           "--outcome '%s': expected none, assigned, active, "
                                           "refused, failed or rolled_back",
@@ -1128,36 +1166,7 @@ static int rollout_devices(int argc, char **argv)
     if (outcome)
         mf_remote_query_add(&query, "outcome", outcome);
     char *path = mf_xasprintf("/rollouts/%s/devices", argv[optind]);
-    json_t *all = json_array();
-    rc = mf_remote_get_all(&r, path, &query, NULL, "devices", "viewer", all);
-    if (rc == MF_EXIT_OK && o.json) {
-        json_t *j = json_pack("{s:O, s:n}", "devices", all, "next");
-        mf_remote_print_json(stdout, j);
-        json_decref(j);
-    } else if (rc == MF_EXIT_OK && !json_array_size(all)) {
-        fprintf(stderr, "no devices\n");
-    } else if (rc == MF_EXIT_OK) {
-        struct mf_table t = {.ncol = 10};
-        mf_table_row(&t, "DEVICE", "HW-CLASS", "ONLINE", "BUCKET", "STAGE", "OUTCOME", "FROM",
-                     "RUNNING", "ASSIGNED", "ROLLED-BACK");
-        size_t i;
-        json_t *d;
-        json_array_foreach(all, i, d)
-        {
-            char bucket[32], stage[32] = "-";
-            json_t *online = json_object_get(d, "online");
-            if (json_is_integer(json_object_get(d, "stage")))
-                snprintf(stage, sizeof stage, "%lld", mf_jll(d, "stage") + 1);
-            mf_table_row(&t, mf_jstr(d, "id"), mf_jstr(d, "hw_class"),
-                         json_is_boolean(online) ? (json_is_true(online) ? "yes" : "no") : "-",
-                         jnum(bucket, sizeof bucket, d, "bucket", NUM_FIXED4, false), stage,
-                         mf_jstr(d, "outcome"), mf_jstr(d, "from_version"), mf_jstr(d, "running"),
-                         mf_jstr(d, "assigned_at"), mf_jstr(d, "rolled_back_at"));
-        }
-        mf_table_print(stdout, &t, "");
-        mf_table_free(&t);
-    }
-    json_decref(all);
+    rc = list_print(&r, path, &query, "devices", o.json, devices__table);
     free(path);
     mf_buf_free(&query);
     mf_remote_close(&r);
