@@ -20,6 +20,7 @@
 #include "common/semver.h"
 #include "packaging/pkg.h"
 #include "server/api_rollouts.h"
+#include "server/rollouts.h"
 #include "server/range.h"
 #include "server/store.h"
 
@@ -589,7 +590,7 @@ static void api__enroll(struct mf_http_req *req)
     e.runtimes = runtimes;
     lj = json_object_get(req->json, "labels");
     if (lj) {
-        if (mf_api_labels_check(lj, "labels", &diag) != MF_OK) {
+        if (mf_labels_check(lj, "labels", &diag) != MF_OK) {
             free(runtimes);
             mf_http_error_diag(req, &diag);
             return;

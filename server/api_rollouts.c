@@ -156,44 +156,6 @@ static const char ro__sql_audit[] = "INSERT INTO audit_log (actor, action, objec
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static bool ro__label_key_ok(const char *k)
-{
-    size_t n = strlen(k);
-    if (n < 1 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = k[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-enum mf_err mf_api_labels_check(const json_t *labels, const char *where, struct mf_diag *diag)
-{
-    const char *k;
-    json_t *v;
-
-    if (!json_is_object(labels) || json_object_size(labels) > MF_LABELS_MAX)
-        return mf_diag_set(diag, MF_ERR_SCHEMA, where,
-                           "must be an object of at most %d string values", MF_LABELS_MAX);
-    json_object_foreach((json_t *)labels, k, v)
-    {
-        if (!ro__label_key_ok(k))
-            return mf_diag_set(diag, MF_ERR_SCHEMA, where,
-                               "label names must be 1-64 characters of [A-Za-z0-9._-]");
-        if (!json_is_string(v) || json_string_length(v) > MF_LABEL_VALUE_MAX ||
-            strlen(json_string_value(v)) != json_string_length(v)) {
-            char w[MF_DIAG_WHERE];
-            snprintf(w, sizeof w, "%s.%s", where, k);
-            return mf_diag_set(diag, MF_ERR_SCHEMA, w,
-                               "must be a string of at most %d bytes (no NUL)", MF_LABEL_VALUE_MAX);
-        }
-    }
-    return MF_OK;
-}
-
 /* The rollout id of the path; false (400 set) when it is not one. */
 static bool ro__id(struct mf_http_req *req, const char **id)
 {
@@ -316,8 +278,6 @@ void mf_api_rollout_create(struct mf_http_req *req)
                          "must be a semantic version such as 1.2.0");
         goto fail;
     }
-    if (pl.labels && (rc = mf_api_labels_check(pl.labels, "labels", &diag)) != MF_OK)
-        goto fail;
     rc = ro__package_classes(req->db, pl.model, pl.version, &have, &diag);
     if (rc != MF_OK)
         goto fail;

@@ -13,17 +13,6 @@
 #include "common/err.h"
 #include "server/http.h"
 
-/* Device labels: at most MF_LABELS_MAX pairs, keys 1-64 characters of
- * [A-Za-z0-9._-], values strings of at most MF_LABEL_VALUE_MAX bytes (no NUL).
- * Shared by enrollment and plan selectors. */
-#define MF_LABELS_MAX      16
-#define MF_LABEL_VALUE_MAX 128
-
-/* MF_ERR_SCHEMA with diag->where = `where` or `where.<key>` when `labels`
- * is not such an object. */
-MF_MUST_CHECK enum mf_err mf_api_labels_check(const json_t *labels, const char *where,
-                                              struct mf_diag *diag);
-
 void mf_api_rollout_create(struct mf_http_req *req);  /* POST /rollouts */
 void mf_api_rollouts(struct mf_http_req *req);        /* GET /rollouts */
 void mf_api_rollout(struct mf_http_req *req);         /* GET /rollouts/{id} */

@@ -9,9 +9,6 @@
 #include "common/json.h"
 #include "common/mem.h"
 
-#define LABELS_MAX      16
-#define LABEL_VALUE_MAX 128
-
 static enum mf_err bad(struct mf_diag *diag, const char *where, const char *what)
 {
     return mf_diag_set(diag, MF_ERR_SCHEMA, where, "%s", what);
@@ -134,33 +131,37 @@ static enum mf_err get_gates(const json_t *g, struct mf_rollout_gates *out, stru
 static bool label_key_ok(const char *k)
 {
     size_t n = strlen(k);
-    if (n == 0 || n > 64)
+    if (n < 1 || n > 64)
         return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
-              (k[i] >= '0' && k[i] <= '9') || k[i] == '.' || k[i] == '_' || k[i] == '-'))
+    for (size_t i = 0; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
             return false;
+    }
     return true;
 }
 
-static enum mf_err get_labels(const json_t *l, struct mf_diag *diag)
+enum mf_err mf_labels_check(const json_t *labels, const char *where, struct mf_diag *diag)
 {
     const char *k;
-    const json_t *v;
-    char at[96];
+    json_t *v;
 
-    if (!json_is_object(l))
-        return bad(diag, "labels", "must be an object of label name to value");
-    if (json_object_size(l) > LABELS_MAX)
-        return mf_diag_set(diag, MF_ERR_SCHEMA, "labels", "must have at most %d pairs", LABELS_MAX);
-    json_object_foreach((json_t *)l, k, v)
+    if (!json_is_object(labels) || json_object_size(labels) > MF_LABELS_MAX)
+        return mf_diag_set(diag, MF_ERR_SCHEMA, where,
+                           "must be an object of at most %d string values", MF_LABELS_MAX);
+    json_object_foreach((json_t *)labels, k, v)
     {
-        snprintf(at, sizeof at, "labels.%.64s", k);
         if (!label_key_ok(k))
-            return bad(diag, "labels", "names must be 1 to 64 of [A-Za-z0-9._-]");
-        if (!json_is_string(v) || json_string_length(v) > LABEL_VALUE_MAX)
-            return mf_diag_set(diag, MF_ERR_SCHEMA, at, "must be a string of at most %d bytes",
-                               LABEL_VALUE_MAX);
+            return mf_diag_set(diag, MF_ERR_SCHEMA, where,
+                               "label names must be 1-64 characters of [A-Za-z0-9._-]");
+        if (!json_is_string(v) || json_string_length(v) > MF_LABEL_VALUE_MAX ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+            char w[MF_DIAG_WHERE];
+            snprintf(w, sizeof w, "%s.%s", where, k);
+            return mf_diag_set(diag, MF_ERR_SCHEMA, w,
+                               "must be a string of at most %d bytes (no NUL)", MF_LABEL_VALUE_MAX);
+        }
     }
     return MF_OK;
 }
@@ -208,7 +209,7 @@ enum mf_err mf_plan_from_json(const json_t *j, int64_t id, bool allow_no_classes
     out->p.version = out->version;
 
     v = json_object_get(j, "labels");
-    if (v && (rc = get_labels(v, diag)) != MF_OK)
+    if (v && (rc = mf_labels_check(v, "labels", diag)) != MF_OK)
         return rc;
     out->labels = v ? json_deep_copy(v) : json_object();
 

@@ -58,6 +58,17 @@ void mf_plan_free(struct mf_plan *pl);
  * are null. */
 json_t *mf_evidence_to_json(const struct mf_rollout_evidence *e);
 
+/* Device labels: at most MF_LABELS_MAX pairs, keys 1-64 characters of
+ * [A-Za-z0-9._-], values strings of at most MF_LABEL_VALUE_MAX bytes (no NUL).
+ * Shared by enrollment and plan selectors. */
+#define MF_LABELS_MAX      16
+#define MF_LABEL_VALUE_MAX 128
+
+/* MF_ERR_SCHEMA with diag->where = `where` or `where.<key>` when `labels`
+ * is not such an object. */
+MF_MUST_CHECK enum mf_err mf_labels_check(const json_t *labels, const char *where,
+                                          struct mf_diag *diag);
+
 /* "active" | "failed" | "done", and back (false: unknown name). */
 const char *mf_class_status_name(enum mf_rollout_class_status s);
 bool mf_class_status_parse(const char *name, enum mf_rollout_class_status *out);

@@ -88,7 +88,7 @@ struct mf_enroll {
     const char *hw_class;
     const char *runtimes; /* PostgreSQL array literal text, e.g. {onnx,tflite} */
     const char *agent_version;
-    const char *labels; /* JSON object text (mf_api_labels_check'ed), NULL = {} */
+    const char *labels; /* JSON object text (mf_labels_check'ed), NULL = {} */
     int64_t token_id;
     const char *token_name;
 };
