@@ -586,7 +586,6 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
     json_t *audit = json_array();
     char *objname = NULL;
     enum mf_err rc;
-    bool plan_ok = false, stepped = false;
 
     snprintf(idbuf, sizeof idbuf, "%" PRId64, id);
     const char *pid[1] = {idbuf};
@@ -606,14 +605,14 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
     if (!mf_rollout_status_parse(status_s, &status0) ||
         mf_plan_from_json(plan_j, id, false, &pl, &pd) != MF_OK ||
         json_array_size(cls_j) != pl.p.n_classes) {
+        /* an error, so the tick's log rate limit applies (ctl__fail_log) */
         char why[MF_DIAG_STR_MAX];
-        mf_log(MF_LOG_ERROR, "controller: rollout %" PRId64 " has an unreadable plan (%s); skipped",
-               id, pd.what[0] ? mf_diag_str(&pd, why, sizeof why) : "status or classes");
+        rc = mf_diag_set(diag, MF_ERR_SCHEMA, "plan", "unreadable plan (%s); skipped",
+                         pd.what[0] ? mf_diag_str(&pd, why, sizeof why) : "status or classes");
         json_decref(plan_j);
         json_decref(cls_j);
         goto out;
     }
-    plan_ok = true;
     prog.status = status0;
     prog.stage = (size_t)strtoul(PQgetvalue(ro, 0, 1), NULL, 10);
     prog.stage_started = strtoll(PQgetvalue(ro, 0, 4), NULL, 10);
@@ -657,7 +656,6 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
     ctl__snapshot_rows(&sn, pl.version);
 
     mf_rollout_step(&pl.p, sn.dev, sn.n, &prog, now, &res);
-    stepped = true;
 
     /* Devices to tell: assignments and rollbacks. An action names its
      * device by the snapshot's own id pointer: found by address. */
@@ -869,8 +867,6 @@ static enum mf_err ctl__step(struct mf_server *srv, struct mf_db *db, int64_t id
         free(audit_s);
     }
 out:
-    (void)stepped;
-    (void)plan_ok;
     json_decref(audit);
     free(objname);
     free(wants);

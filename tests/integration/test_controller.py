@@ -439,6 +439,26 @@ def broker_outage_loses_nothing():
 
 
 @S.case
+def corrupt_plan_skipped():
+    """A rollout whose stored plan cannot be read is skipped (logged, nothing
+    written for it) and does not hold the other rollouts up."""
+    bad = int(sql("INSERT INTO rollouts (model, version, status, plan, classes, class_status,"
+                  " created_by) VALUES ('digits', '1.3.0', 'running', '{\"model\": 7}',"
+                  " '{ca}', '{active}', 'test') RETURNING id").split()[0])
+    good = create("1.3.0", classes=["cb"], stages=[{"percent": 100, "min_devices": 0,
+                                                    "min_reporting": 4, "soak_s": 0,
+                                                    "timeout_s": 600}])
+    wait_for("the good rollout assigns cb", lambda: len(assigned(good)) == 4)
+    wait_for("the bad plan logged", lambda: "rollout %d: plan: unreadable plan" % bad
+             in S.srv.log_text())
+    row = sql("SELECT status, stage, stepped_at IS NULL, (SELECT count(*) FROM rollout_devices"
+              " WHERE rollout_id = %d) FROM rollouts WHERE id = %d" % (bad, bad))
+    check(row == "running|0|t|0", "the unreadable rollout was not touched: %r" % row)
+    expect(S.srv.req("POST", "/rollouts/%d/abort" % good, {}, S.op), 200, what="abort good")
+    sql("UPDATE rollouts SET status = 'aborted' WHERE id = %d" % bad)
+
+
+@S.case
 def clear_retained():
     S.clear_retained_topics()
 
